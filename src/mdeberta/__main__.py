@@ -1,0 +1,3 @@
+from mdeberta.cli import main
+
+raise SystemExit(main())

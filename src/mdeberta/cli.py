@@ -1,0 +1,55 @@
+"""The ``mdeberta`` command line: one subcommand per job; each module registers its own parser."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _add_info(subparsers: argparse._SubParsersAction) -> None:
+    from mdeberta.commands import cmd_info
+
+    p = subparsers.add_parser("info", help="config summary and parameter counts of a model folder, hub id or preset")
+    p.add_argument("path", help="model folder, hub id, config.json or preset name")
+    p.set_defaults(func=cmd_info)
+
+
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
+    from mdeberta.commands import cmd_convert
+
+    p = subparsers.add_parser("convert", help="any supported checkpoint -> an HF safetensors folder")
+    p.add_argument("src", help="model folder or hub id (safetensors, pytorch_model.bin or sharded)")
+    p.add_argument("dst", help="output folder")
+    p.add_argument("--head", default="auto",
+                   help="model class to convert as: auto (from config 'architectures' and the keys), base, mlm, rtd, "
+                        "sequence-classification, token-classification, question-answering, multiple-choice")
+    p.set_defaults(func=cmd_convert)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mdeberta", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from mdeberta.tokenizer import add_tokenizer_cli
+
+    add_tokenizer_cli(subparsers)
+    _add_info(subparsers)
+    _add_convert(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

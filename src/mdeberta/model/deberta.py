@@ -1,0 +1,165 @@
+"""``DebertaModel`` (the backbone) and the base class every model shares: init, loading and saving."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from mdeberta.config import DebertaConfig
+from mdeberta.model.attention import ATTENTION_BACKENDS
+from mdeberta.model.layers import DebertaEmbeddings, DebertaEncoder, init_weights, padding_mask_2d
+from mdeberta.model.outputs import BaseModelOutput
+
+M = TypeVar("M", bound="DebertaPreTrainedModel")
+
+
+class DebertaPreTrainedModel(nn.Module):
+    """What all models share: BERT init, ``from_pretrained`` / ``save_pretrained`` in the HF layout."""
+
+    base_model_prefix = "deberta"
+    # The transformers class that reads the same state dict (written to config.json "architectures").
+    hf_architecture: str | None = None
+
+    def __init__(self, config: DebertaConfig) -> None:
+        super().__init__()
+        if not isinstance(config, DebertaConfig):
+            raise TypeError(f"config must be a DebertaConfig, got {type(config).__name__}")
+        self.config = config
+
+    def post_init(self) -> None:
+        self.apply(lambda m: init_weights(m, self.config.initializer_range))
+
+    # ------------------------------------------------------------------ conveniences
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        params = {id(p): p for p in self.parameters()}
+        if exclude_embeddings:
+            for m in self.modules():
+                if isinstance(m, nn.Embedding) and m.weight.shape[0] == self.config.vocab_size:
+                    params.pop(id(m.weight), None)
+        return sum(p.numel() for p in params.values())
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        base = getattr(self, self.base_model_prefix, self)
+        return base.embeddings.word_embeddings
+
+    def set_attention_backend(self, name: str) -> None:
+        """Route every layer's score/softmax/value computation through a registered backend."""
+        if name not in ATTENTION_BACKENDS:
+            raise ValueError(f"unknown attention backend {name!r}; available: {sorted(ATTENTION_BACKENDS)}")
+        for m in self.modules():
+            if hasattr(m, "backend") and hasattr(m, "position_projections"):
+                m.backend = name
+
+    def gradient_checkpointing_enable(self) -> None:
+        for m in self.modules():
+            if isinstance(m, DebertaEncoder):
+                m.gradient_checkpointing = True
+
+    # ------------------------------------------------------------------ I/O
+    @classmethod
+    def from_pretrained(
+        cls: type[M],
+        name_or_path: str | os.PathLike,
+        config: DebertaConfig | None = None,
+        torch_dtype: torch.dtype | None = None,
+        **config_overrides: Any,
+    ) -> M:
+        """Load from a folder in the HF layout or a hub id (``microsoft/mdeberta-v3-base``).
+
+        Weights may be model.safetensors, pytorch_model.bin or sharded; ``deberta.``-prefixed or not. Keys the
+        model does not use (e.g. the RTD head in released backbones) and parameters the checkpoint lacks (a fresh
+        classification head) are reported in one log line. ``config_overrides`` change config fields before
+        the model is built (e.g. ``num_labels=3``).
+        """
+        from mdeberta.checkpoint import load_pretrained
+
+        return load_pretrained(cls, name_or_path, config=config, torch_dtype=torch_dtype, **config_overrides)
+
+    def save_pretrained(self, folder: str | os.PathLike, safe_serialization: bool = True) -> None:
+        """Write config.json and model.safetensors (or pytorch_model.bin) that transformers loads as-is."""
+        from mdeberta.checkpoint import save_pretrained
+
+        save_pretrained(self, folder, safe_serialization=safe_serialization)
+
+
+class DebertaModel(DebertaPreTrainedModel):
+    """The backbone: token ids -> contextual vectors (``last_hidden_state``)."""
+
+    base_model_prefix = ""
+    hf_architecture = "DebertaV2Model"
+
+    def __init__(self, config: DebertaConfig) -> None:
+        super().__init__(config)
+        self.embeddings = DebertaEmbeddings(config)
+        self.encoder = DebertaEncoder(config)
+        self.post_init()
+
+    def check_inputs(
+        self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+    ) -> tuple[int, int]:
+        """Clear errors for inputs that would otherwise fail deep inside an embedding lookup."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
+        if len(shape) != 2:
+            raise ValueError(f"input_ids must be (batch, length), got shape {tuple(shape)}")
+        if input_ids is not None and input_ids.numel():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                bad = low if low < 0 else high
+                raise ValueError(f"token id {bad} is outside the vocabulary (vocab_size={self.config.vocab_size})")
+        if self.config.position_biased_input and shape[1] > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {shape[1]} exceeds max_position_embeddings={self.config.max_position_embeddings}"
+                " of this model (it adds absolute position embeddings)"
+            )
+        # With type_vocab_size == 0 token types are ignored (as in transformers), so any value is fine.
+        if self.config.type_vocab_size > 0 and token_type_ids is not None and token_type_ids.numel():
+            low, high = int(token_type_ids.min()), int(token_type_ids.max())
+            if low < 0 or high >= self.config.type_vocab_size:
+                raise ValueError(
+                    f"token_type_ids contain {high if high > 0 else low}, outside type_vocab_size="
+                    f"{self.config.type_vocab_size}"
+                )
+        return shape[0], shape[1]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        **_: Any,
+    ) -> BaseModelOutput:
+        batch, length = self.check_inputs(input_ids, inputs_embeds, token_type_ids)
+        device = input_ids.device if input_ids is not None else inputs_embeds.device
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(batch, length, dtype=torch.long, device=device)
+        if position_ids is None:
+            position_ids = torch.arange(length, device=device).unsqueeze(0)
+        embedding_output = self.embeddings(
+            input_ids, token_type_ids, position_ids, padding_mask_2d(attention_mask), inputs_embeds
+        )
+        states, attentions = self.encoder(embedding_output, attention_mask, output_attentions)
+        return BaseModelOutput(
+            last_hidden_state=states[-1],
+            hidden_states=tuple(states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
