@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,17 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_convert)
 
 
+# Modules that register their own subcommands through ``add_cli(subparsers)``.
+COMMAND_MODULES = (
+    "mdeberta.recipes.pretrain",
+    "mdeberta.recipes.finetune",
+    "mdeberta.recipes.evaluate",
+    "mdeberta.recipes.xnli",
+    "mdeberta.recipes.predict",
+    "mdeberta.bench",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdeberta", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -37,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_tokenizer_cli(subparsers)
     _add_info(subparsers)
     _add_convert(subparsers)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.add_cli(subparsers)
     return parser
 
 
