@@ -1,0 +1,592 @@
+"""SentencePiece tokenizer for DeBERTa-V3 / mDeBERTa-V3, tokenizer training, and the `tokenizer` CLI.
+
+The released models were trained on ids from SentencePiece's own segmentation (`spm.encode`, with the
+model's `nmt_nfkc` charsmap and whitespace rules), which is what transformers' original slow
+`DebertaV2Tokenizer` produced. transformers 5 replaced that class with a `tokenizers` Unigram
+re-implementation that normalises with NFC, collapses whitespace itself and ignores the charsmap, so its ids
+drift from the training ids on some text (full-width forms, compatibility characters, ...). This module
+therefore always runs `spm.encode` on the text and uses spm ids directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import operator
+import os
+import re
+import sys
+import unicodedata
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sentencepiece as spm
+
+SPM_FILE = "spm.model"
+CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+# Order matters: special tokens missing from the spm are appended in this order (normally only [MASK]).
+SPECIAL_TOKEN_KEYS = tuple(f"{k}_token" for k in ("bos", "eos", "unk", "sep", "pad", "cls", "mask"))
+DEFAULT_SPECIAL_TOKENS = dict(
+    zip(SPECIAL_TOKEN_KEYS, ("[CLS]", "[SEP]", "[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]"))
+)
+# DeBERTa-V3's spm id layout; [MASK] is not in the spm, the tokenizer appends it.
+DEBERTA_SPM_LAYOUT = dict(
+    pad_id=0, pad_piece="[PAD]", bos_id=1, bos_piece="[CLS]", eos_id=2, eos_piece="[SEP]"
+)
+DEBERTA_SPM_LAYOUT.update(unk_id=3, unk_piece="[UNK]")
+# transformers writes this sentinel (int(1e30)) when a tokenizer has no length limit.
+_NO_MAX_LENGTH = 10**9
+
+
+def _is_punctuation(char: str) -> bool:
+    """Same rule as BERT / the slow DebertaV2Tokenizer: ASCII non-alphanumerics and Unicode P* categories."""
+    cp = ord(char)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(char).startswith("P")
+
+
+def split_on_punctuation(text: str) -> list[str]:
+    """Port of the slow tokenizer's `_run_split_on_punc`: each punctuation char becomes its own chunk."""
+    chunks: list[str] = []
+    start_new = True
+    for char in text:
+        if _is_punctuation(char):
+            chunks.append(char)
+            start_new = True
+        else:
+            if start_new:
+                chunks.append("")
+            start_new = False
+            chunks[-1] += char
+    return chunks
+
+
+class BatchEncoding(dict):
+    """A dict of model inputs that also allows attribute access (`enc.input_ids`), like transformers'."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _token_content(value: Any) -> str:
+    """tokenizer_config.json stores special tokens either as strings or as AddedToken dicts."""
+    return value["content"] if isinstance(value, dict) else str(value)
+
+
+class DebertaTokenizer:
+    """DeBERTa-V3 tokenizer: spm ids for text, `[CLS] A [SEP] B [SEP]` layout, [MASK] appended after the pieces.
+
+    Special token strings occurring inside the text are split out before spm sees it (the slow tokenizer
+    did the same); whitespace next to them is stripped, which is the slow tokenizer's default for plain
+    string special tokens and changes nothing for spm models that remove extra whitespace anyway.
+    """
+
+    def __init__(
+        self,
+        vocab_file: str | os.PathLike[str],
+        *,
+        do_lower_case: bool = False,
+        split_by_punct: bool = False,
+        model_max_length: int | None = None,
+        **special_tokens: str,
+    ) -> None:
+        path = Path(vocab_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"SentencePiece model file not found: {path}")
+        unknown = set(special_tokens) - set(SPECIAL_TOKEN_KEYS)
+        if unknown:
+            raise TypeError(
+                f"unknown special token argument(s) {sorted(unknown)}; expected {SPECIAL_TOKEN_KEYS}"
+            )
+        self._proto = path.read_bytes()
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.LoadFromSerializedProto(self._proto)
+        except RuntimeError as e:
+            raise ValueError(f"{path} is not a valid SentencePiece model ({e})") from e
+        self.vocab_file = str(path)
+        self.do_lower_case = do_lower_case
+        self.split_by_punct = split_by_punct
+        self.model_max_length = model_max_length
+        self.special_tokens = {
+            k: _token_content(special_tokens.get(k, DEFAULT_SPECIAL_TOKENS[k])) for k in SPECIAL_TOKEN_KEYS
+        }
+        if not all(self.special_tokens.values()):
+            raise ValueError(f"special tokens must be non-empty strings, got {self.special_tokens}")
+
+        n_pieces = self.sp.GetPieceSize()
+        self.added_tokens: dict[str, int] = {}
+        for token in self.special_tokens.values():
+            if self._piece_id(token) is None and token not in self.added_tokens:
+                self.added_tokens[token] = n_pieces + len(self.added_tokens)
+        self._added_by_id = {i: t for t, i in self.added_tokens.items()}
+        self.all_special_ids = {self.convert_tokens_to_ids(t) for t in self.special_tokens.values()}
+        # Longest first, so that a special token that contains another one wins (like transformers' trie).
+        alternatives = sorted(set(self.special_tokens.values()), key=len, reverse=True)
+        self._special_re = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
+
+    # ---------------------------------------------------------------- vocabulary
+    def _piece_id(self, piece: str) -> int | None:
+        i = self.sp.PieceToId(piece)
+        return i if self.sp.IdToPiece(i) == piece else None
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of SentencePiece pieces (as in transformers); `len(tokenizer)` adds the appended tokens."""
+        return self.sp.GetPieceSize()
+
+    def __len__(self) -> int:
+        return self.vocab_size + len(self.added_tokens)
+
+    def get_vocab(self) -> dict[str, int]:
+        vocab = {self.sp.IdToPiece(i): i for i in range(self.vocab_size)}
+        vocab.update(self.added_tokens)
+        return vocab
+
+    def _token_id(self, key: str) -> int:
+        return self.convert_tokens_to_ids(self.special_tokens[key])
+
+    pad_token_id = property(lambda self: self._token_id("pad_token"))
+    cls_token_id = property(lambda self: self._token_id("cls_token"))
+    sep_token_id = property(lambda self: self._token_id("sep_token"))
+    mask_token_id = property(lambda self: self._token_id("mask_token"))
+    unk_token_id = property(lambda self: self._token_id("unk_token"))
+    bos_token_id = property(lambda self: self._token_id("bos_token"))
+    eos_token_id = property(lambda self: self._token_id("eos_token"))
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
+        """Pieces/special tokens to ids; unknown strings map to the [UNK] id."""
+        if isinstance(tokens, str):
+            if tokens in self.added_tokens:
+                return self.added_tokens[tokens]
+            i = self._piece_id(tokens)
+            return i if i is not None else self.convert_tokens_to_ids(self.special_tokens["unk_token"])
+        return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def _check_id(self, i: Any) -> int:
+        try:
+            i = operator.index(i)  # ints, numpy integers, 0-d integer tensors
+        except TypeError:
+            raise TypeError(f"token ids must be ints, got {type(i).__name__}") from None
+        if not 0 <= i < len(self):
+            raise ValueError(
+                f"token id {i} is out of range for this tokenizer's vocabulary of size {len(self)}"
+            )
+        return i
+
+    def _id_to_token(self, i: Any) -> str:
+        i = self._check_id(i)
+        return self._added_by_id[i] if i in self._added_by_id else self.sp.IdToPiece(i)
+
+    def convert_ids_to_tokens(self, ids: Any) -> str | list[str]:
+        if hasattr(ids, "tolist"):  # torch tensors, numpy arrays and scalars
+            ids = ids.tolist()
+        if isinstance(ids, int):
+            return self._id_to_token(ids)
+        return [self._id_to_token(i) for i in ids]
+
+    # ---------------------------------------------------------------- encoding
+    def _segments(self, text: str) -> Iterator[tuple[bool, str]]:
+        """Yield (is_special, chunk): special tokens split out, text chunks stripped/lowercased/punct-split."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        parts = self._special_re.split(text)  # even indices: text, odd indices: special tokens
+        for k, part in enumerate(parts):
+            if k % 2:
+                yield True, part
+                continue
+            if k > 0:
+                part = part.lstrip()
+            if k < len(parts) - 1:
+                part = part.rstrip()
+            if not part:
+                continue
+            if self.do_lower_case:
+                part = part.lower()
+            for chunk in split_on_punctuation(part) if self.split_by_punct else (part,):
+                yield False, chunk
+
+    def tokenize(self, text: str) -> list[str]:
+        """Pieces as the slow tokenizer returned them (unknown text keeps its surface form, like spm)."""
+        return [
+            tok
+            for special, chunk in self._segments(text)
+            for tok in ([chunk] if special else self.sp.encode(chunk, out_type=str))
+        ]
+
+    def _encode_text(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for special, chunk in self._segments(text):
+            ids.extend([self.convert_tokens_to_ids(chunk)] if special else self.sp.encode(chunk))
+        return ids
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return 3 if pair else 2
+
+    def build_inputs_with_special_tokens(self, ids_a: list[int], ids_b: list[int] | None = None) -> list[int]:
+        out = [self.cls_token_id, *ids_a, self.sep_token_id]
+        return out if ids_b is None else [*out, *ids_b, self.sep_token_id]
+
+    def create_token_type_ids_from_sequences(
+        self, ids_a: list[int], ids_b: list[int] | None = None
+    ) -> list[int]:
+        first = [0] * (len(ids_a) + 2)
+        return first if ids_b is None else first + [1] * (len(ids_b) + 1)
+
+    @staticmethod
+    def _truncate(
+        a: list[int], b: list[int] | None, n_remove: int, strategy: str
+    ) -> tuple[list, list | None]:
+        """transformers' truncation semantics; raise when the chosen sequence cannot lose enough tokens."""
+        if strategy == "only_second" and b is None:
+            raise ValueError("truncation='only_second' needs a text_pair")
+        if n_remove <= 0:
+            return a, b
+        if strategy == "longest_first" and b is not None:
+            a, b = list(a), list(b)
+            for _ in range(n_remove):  # one token at a time from the longer one; ties shorten the pair
+                (a if len(a) > len(b) else b).pop()
+            return a, b
+        if strategy == "only_second":
+            if len(b) <= n_remove:
+                raise ValueError(
+                    f"cannot truncate: the second sequence has {len(b)} tokens but {n_remove} must go "
+                    f"to reach max_length; use truncation='longest_first' or a larger max_length"
+                )
+            return a, b[:-n_remove]
+        if len(a) <= n_remove:
+            raise ValueError(
+                f"cannot truncate: the first sequence has {len(a)} tokens but {n_remove} must go to "
+                f"reach max_length; use truncation='longest_first' or a larger max_length"
+            )
+        return a[:-n_remove], b
+
+    def __call__(
+        self,
+        text: str | Sequence[str],
+        text_pair: str | Sequence[str] | None = None,
+        *,
+        padding: bool | str = False,
+        truncation: bool | str = False,
+        max_length: int | None = None,
+        return_tensors: str | None = None,
+        return_token_type_ids: bool = True,
+        return_attention_mask: bool = True,
+        add_special_tokens: bool = True,
+    ) -> BatchEncoding:
+        """Encode one text (or pair) or a batch; lists of ids unless return_tensors='pt'."""
+        batched = isinstance(text, (list, tuple))
+        if not batched and not isinstance(text, str):
+            raise TypeError(f"text must be a str or a list of str, got {type(text).__name__}")
+        texts = list(text) if batched else [text]
+        if text_pair is None:
+            pairs: list[str | None] = [None] * len(texts)
+        elif batched != isinstance(text_pair, (list, tuple)) or (batched and len(text_pair) != len(texts)):
+            raise ValueError(
+                "text_pair must match text: a str for a str, a list of the same length for a list "
+                f"(got {type(text_pair).__name__} for {type(text).__name__})"
+            )
+        else:
+            pairs = list(text_pair) if batched else [text_pair]
+
+        trunc = {False: None, None: None, "do_not_truncate": None, True: "longest_first"}.get(
+            truncation, truncation
+        )
+        pad = {False: None, None: None, "do_not_pad": None, True: "longest"}.get(padding, padding)
+        if trunc not in (None, "longest_first", "only_first", "only_second"):
+            raise ValueError(f"unknown truncation strategy {truncation!r}")
+        if pad not in (None, "longest", "max_length"):
+            raise ValueError(f"unknown padding strategy {padding!r}")
+        if return_tensors not in (None, "pt"):
+            raise ValueError(f"return_tensors must be None or 'pt', got {return_tensors!r}")
+        if max_length is None and (trunc or pad == "max_length"):
+            max_length = self.model_max_length
+            if max_length is None:
+                raise ValueError(
+                    "truncation / padding='max_length' need max_length (this tokenizer has no "
+                    "model_max_length)"
+                )
+
+        rows: list[tuple[list[int], list[int]]] = []
+        for a_text, b_text in zip(texts, pairs):
+            a = self._encode_text(a_text)
+            b = None if b_text is None else self._encode_text(b_text)
+            n_special = self.num_special_tokens_to_add(b is not None) if add_special_tokens else 0
+            if trunc:
+                if max_length < n_special:
+                    raise ValueError(
+                        f"max_length={max_length} is shorter than the {n_special} special tokens"
+                    )
+                a, b = self._truncate(a, b, len(a) + len(b or []) + n_special - max_length, trunc)
+            if add_special_tokens:
+                ids, types = (
+                    self.build_inputs_with_special_tokens(a, b),
+                    self.create_token_type_ids_from_sequences(a, b),
+                )
+            else:
+                ids, types = a + (b or []), [0] * len(a) + [1] * len(b or [])
+            rows.append((ids, types))
+
+        width = max((len(ids) for ids, _ in rows), default=0) if pad == "longest" else max_length
+        enc: dict[str, list[list[int]]] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
+        for ids, types in rows:
+            n_pad = max(0, width - len(ids)) if pad else 0
+            enc["input_ids"].append(ids + [self.pad_token_id] * n_pad)
+            enc["token_type_ids"].append(types + [0] * n_pad)
+            enc["attention_mask"].append([1] * len(ids) + [0] * n_pad)
+        if not return_token_type_ids:
+            del enc["token_type_ids"]
+        if not return_attention_mask:
+            del enc["attention_mask"]
+
+        if return_tensors == "pt":
+            import torch
+
+            if len({len(ids) for ids in enc["input_ids"]}) > 1:
+                raise ValueError(
+                    "return_tensors='pt' needs sequences of equal length; pass padding=True "
+                    "(or padding='max_length' with max_length) to pad them"
+                )
+            return BatchEncoding({k: torch.tensor(v, dtype=torch.long) for k, v in enc.items()})
+        return BatchEncoding(enc if batched else {k: v[0] for k, v in enc.items()})
+
+    def encode(
+        self, text: str, text_pair: str | None = None, add_special_tokens: bool = True, **kwargs: Any
+    ) -> list[int]:
+        """Ids of one text (or pair); kwargs as in __call__ (truncation, max_length, padding)."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode takes a single str, got {type(text).__name__}; use __call__ for batches")
+        return self(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
+
+    # ---------------------------------------------------------------- decoding
+    def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
+        """spm-decode runs of ordinary pieces; special tokens as strings, spaced like the slow tokenizer."""
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()
+        ids = [ids] if isinstance(ids, int) else list(ids)
+        if any(isinstance(i, (list, tuple)) for i in ids):
+            raise ValueError("decode takes one sequence of ids; use batch_decode for a batch")
+        out, run, prev_special = "", [], False
+        for i in map(self._check_id, ids):
+            if i not in self.all_special_ids:
+                run.append(i)
+                prev_special = False
+            elif not skip_special_tokens:
+                # Slow SPMTokenizer.decode: a space before a special token unless another one precedes it.
+                out += ("" if prev_special else " ") + self.sp.decode(run) + self._id_to_token(i)
+                run, prev_special = [], True
+        return (out + self.sp.decode(run)).strip()
+
+    def batch_decode(self, sequences: Any, skip_special_tokens: bool = False) -> list[str]:
+        if hasattr(sequences, "tolist"):
+            sequences = sequences.tolist()
+        return [self.decode(s, skip_special_tokens=skip_special_tokens) for s in sequences]
+
+    # ---------------------------------------------------------------- persistence
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike[str], **overrides: Any) -> DebertaTokenizer:
+        """Load from a folder with spm.model (+ tokenizer_config.json), an spm file, or a hub model id."""
+        path = Path(name_or_path).expanduser()
+        if path.is_file():
+            return cls(path, **overrides)
+        if not path.is_dir():
+            name = str(name_or_path)
+            if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
+                raise FileNotFoundError(f"tokenizer folder not found: {name}")
+            from mdeberta.checkpoint import resolve_model_dir  # lazy: only hub ids need the hub machinery
+
+            path = Path(
+                resolve_model_dir(name, allow_patterns=[SPM_FILE, CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE])
+            )
+        config: dict[str, Any] = {}
+        for name in (SPECIAL_TOKENS_MAP_FILE, CONFIG_FILE):  # the config wins over the map
+            if (path / name).is_file():
+                config.update(json.loads((path / name).read_text(encoding="utf-8")))
+        kwargs: dict[str, Any] = {k: config[k] for k in ("do_lower_case", "split_by_punct") if k in config}
+        kwargs.update({k: _token_content(config[k]) for k in SPECIAL_TOKEN_KEYS if config.get(k) is not None})
+        max_len = config.get("model_max_length")
+        if isinstance(max_len, int) and max_len < _NO_MAX_LENGTH:
+            kwargs["model_max_length"] = max_len
+        kwargs.update(overrides)
+        return cls(path / SPM_FILE, **kwargs)
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> str:
+        """Write spm.model + configs in the layout transformers' AutoTokenizer also understands."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SPM_FILE).write_bytes(self._proto)
+        config: dict[str, Any] = {
+            "tokenizer_class": "DebertaV2Tokenizer",
+            "vocab_type": "spm",
+            "do_lower_case": self.do_lower_case,
+            "split_by_punct": self.split_by_punct,
+            **self.special_tokens,
+        }
+        if self.model_max_length is not None:
+            config["model_max_length"] = self.model_max_length
+        # Pin the ids of appended tokens so that other loaders cannot renumber them.
+        flags = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+        config["added_tokens_decoder"] = {
+            str(i): {"content": t, **flags} for t, i in self.added_tokens.items()
+        }
+        for name, data in ((CONFIG_FILE, config), (SPECIAL_TOKENS_MAP_FILE, self.special_tokens)):
+            (out / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return str(out)
+
+
+# -------------------------------------------------------------------- training
+def expand_text_inputs(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given; folders expand to their *.txt and *.txt.gz files (sorted)."""
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    files: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.name.endswith((".txt", ".txt.gz")))
+            if not found:
+                raise FileNotFoundError(f"no *.txt or *.txt.gz files in folder {item}")
+            files.extend(found)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"training text not found: {item}")
+    if not files:
+        raise ValueError("no training files given")
+    return files
+
+
+def _read_lines(files: Sequence[Path], lowercase: bool) -> Iterator[str]:
+    """Stream non-empty lines; .gz files are decompressed on the fly, never to disk."""
+    for path in files:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    yield line.lower() if lowercase else line
+
+
+def train_tokenizer(
+    files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    vocab_size: int = 32000,
+    *,
+    character_coverage: float = 0.9995,
+    byte_fallback: bool = False,
+    model_type: str = "unigram",
+    input_sentence_size: int = 2_000_000,
+    seed: int = 42,
+    lowercase: bool = False,
+    split_digits: bool = True,
+    num_threads: int | None = None,
+    verbose: bool = False,
+) -> str:
+    """Train a SentencePiece model with DeBERTa-V3's id layout and save it as a DebertaTokenizer folder.
+
+    [PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3 live in the spm; [MASK] is deliberately *not* a user-defined symbol, so
+    the tokenizer appends it at id = number of pieces, exactly like the released checkpoints.
+    character_coverage 0.9995 keeps rare CJK/Thai characters from bloating the vocabulary.
+    """
+    paths = expand_text_inputs(files)
+    if model_type not in ("unigram", "bpe"):
+        raise ValueError(f"model_type must be 'unigram' or 'bpe', got {model_type!r}")
+    names = ", ".join(str(p) for p in paths)
+    if next(_read_lines(paths, False), None) is None:
+        raise ValueError(f"no non-empty lines of text in {names}")
+    spm.set_random_generator_seed(seed)  # makes the input_sentence_size sampling reproducible
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_read_lines(paths, lowercase),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            byte_fallback=byte_fallback,
+            split_digits=split_digits,
+            normalization_rule_name="nmt_nfkc",
+            **DEBERTA_SPM_LAYOUT,
+            input_sentence_size=input_sentence_size,
+            shuffle_input_sentence=True,
+            max_sentence_length=16384,
+            num_threads=num_threads or os.cpu_count() or 1,
+            minloglevel=0 if verbose else 2,
+        )
+    except RuntimeError as e:
+        reason = str(e).split("]")[-1].strip()
+        if "Vocabulary size too high" in reason:
+            raise ValueError(
+                f"vocab_size={vocab_size} is too large for the text in {names} ({reason}); "
+                "use a smaller vocab size or train on more text"
+            ) from e
+        if "smaller than required_chars" in reason:
+            raise ValueError(
+                f"vocab_size={vocab_size} is too small for the characters in {names} ({reason}); "
+                "use a larger vocab size or a lower character_coverage"
+            ) from e
+        raise RuntimeError(f"sentencepiece training on {names} failed: {e}") from e
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SPM_FILE).write_bytes(model.getvalue())
+    return DebertaTokenizer(out / SPM_FILE, do_lower_case=lowercase).save_pretrained(out)
+
+
+# -------------------------------------------------------------------- CLI
+def _train_command(args: argparse.Namespace) -> int:
+    try:
+        folder = train_tokenizer(
+            args.input,
+            args.output,
+            args.vocab_size,
+            character_coverage=args.character_coverage,
+            byte_fallback=args.byte_fallback,
+            lowercase=args.lowercase,
+            input_sentence_size=args.input_sentence_size,
+            seed=args.seed,
+            num_threads=args.num_threads,
+            verbose=getattr(args, "verbose", False),
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    tok = DebertaTokenizer.from_pretrained(folder)
+    print(f"wrote {folder}: {tok.vocab_size} pieces + [MASK]={tok.mask_token_id}")
+    return 0
+
+
+def add_tokenizer_cli(subparsers: Any) -> None:
+    """Register `tokenizer train` on the main CLI's argparse subparsers."""
+    parser = subparsers.add_parser("tokenizer", help="train SentencePiece tokenizers in DeBERTa-V3 layout")
+    commands = parser.add_subparsers(dest="tokenizer_command", metavar="COMMAND", required=True)
+    train = commands.add_parser(
+        "train",
+        help="train a unigram spm model from text files",
+        description="Train a SentencePiece model with DeBERTa-V3's id layout ([MASK] appended after the pieces).",
+    )
+    train.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        help="text files (.txt or .txt.gz, one sentence per line) or folders of them",
+    )
+    train.add_argument("--output", required=True, help="folder to write spm.model and tokenizer configs to")
+    train.add_argument("--vocab-size", type=int, default=32000)
+    train.add_argument("--character-coverage", type=float, default=0.9995)
+    train.add_argument("--byte-fallback", action="store_true", help="encode unknown characters as bytes")
+    train.add_argument("--lowercase", action="store_true", help="lowercase text (sets do_lower_case)")
+    train.add_argument(
+        "--input-sentence-size",
+        type=int,
+        default=2_000_000,
+        help="sample at most this many lines for training",
+    )
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--num-threads", type=int, default=None)
+    train.set_defaults(func=_train_command)
