@@ -102,7 +102,8 @@ def test_shape_mismatch_names_key_and_shapes(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     config["intermediate_size"] = 48
     (tmp_path / "config.json").write_text(json.dumps(config))
-    expected = r"shape mismatch for encoder\.layer\.0\.intermediate\.dense\.bias: checkpoint has \(64,\), model expects \(48,\)"
+    expected = (r"shape mismatch for encoder\.layer\.0\.intermediate\.dense\.bias: "
+                r"checkpoint has \(64,\), model expects \(48,\)")
     with pytest.raises(CheckpointError, match=expected):
         mdeberta.DebertaModel.from_pretrained(tmp_path)
 
