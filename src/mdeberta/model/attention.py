@@ -18,14 +18,19 @@ pair (i, j) takes part only if both tokens are real. The output is softmax(a) @ 
 
 ``DisentangledSelfAttention`` computes the projections and the slot table; the score/softmax/value part is an
 *attention backend*: a function with the signature of :func:`reference_attention`. Faster backends (a fused CPU
-path, a Triton kernel) register themselves in ``ATTENTION_BACKENDS`` and are tested against the reference.
+path, a Triton kernel) live in ``mdeberta.kernels``, register themselves in ``ATTENTION_BACKENDS`` and are tested
+against the reference. The default backend "auto" picks the fastest exact one for the device.
+
+Two facts the fast paths rely on: δ(i, j) depends on i - j only (a Toeplitz table), and a sequence of length L
+uses at most 2L - 1 of the 2S slots, so :func:`compact_relative_position_slots` hands the layers only the rows of
+R that occur (255 of 512 for L = 128) with δ renumbered into them; every backend, the reference included, computes
+the same scores from the compact table.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +59,31 @@ def make_log_bucket_position(relative_pos: torch.Tensor, bucket_size: int, max_p
     return torch.where(abs_pos <= mid, relative_pos.type_as(log_pos), log_pos * sign)
 
 
-@lru_cache(maxsize=64)
-def _relative_slots_cpu(query_size: int, key_size: int, span: int, bucket_size: int, max_position: int) -> torch.Tensor:
+# Slot tables per (query_size, key_size, span, buckets, max_position). A plain dict rather than lru_cache: under
+# torch.compile a hit is a constant graph input, a miss is built by an opaque (compiler-disabled) function.
+_SLOT_CACHE: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+@torch.compiler.disable
+def _build_slot_tables(key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # Cached across calls, so they must not become inference tensors (those cannot be saved for backward).
+    with torch.inference_mode(False):
+        slots = _relative_slots(*key)
+        rows, remapped = torch.unique(slots, sorted=True, return_inverse=True)
+    if len(_SLOT_CACHE) >= 64:
+        _SLOT_CACHE.pop(next(iter(_SLOT_CACHE)))
+    _SLOT_CACHE[key] = (slots, rows, remapped)
+    return _SLOT_CACHE[key]
+
+
+def _slot_tables(query_size: int, key_size: int, config: DebertaConfig) -> tuple[torch.Tensor, ...]:
+    """(full slots, used rows, compact slots) for a length, all on the CPU, cached."""
+    key = (query_size, key_size, config.relative_span, config.position_buckets, config.max_relative_distance)
+    tables = _SLOT_CACHE.get(key)
+    return tables if tables is not None else _build_slot_tables(key)
+
+
+def _relative_slots(query_size: int, key_size: int, span: int, bucket_size: int, max_position: int) -> torch.Tensor:
     q_ids = torch.arange(query_size, dtype=torch.long)
     k_ids = torch.arange(key_size, dtype=torch.long)
     rel = q_ids[:, None] - k_ids[None, :]
@@ -71,9 +99,22 @@ def relative_position_slots(
 
     Built once per length on the CPU (cached) and moved to ``device``; any length works, also beyond 512.
     """
-    slots = _relative_slots_cpu(query_size, key_size, config.relative_span, config.position_buckets,
-                                config.max_relative_distance)
+    slots = _slot_tables(query_size, key_size, config)[0]
     return slots.to(device) if device is not None else slots
+
+
+def compact_relative_position_slots(
+    query_size: int, key_size: int, config: DebertaConfig, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, slots): the rows of the relative table R this length uses, and δ renumbered to index them.
+
+    ``R[rows]`` with ``slots`` gives exactly the scores of ``R`` with :func:`relative_position_slots`, but the
+    position projections then cost (number of rows) instead of 2S rows.
+    """
+    _, rows, slots = _slot_tables(query_size, key_size, config)
+    if device is not None:
+        rows, slots = rows.to(device), slots.to(device)
+    return rows, slots
 
 
 # --------------------------------------------------------------------------- attention backends
@@ -117,7 +158,14 @@ def reference_attention(
     return context, (probs if output_attentions else None)
 
 
-ATTENTION_BACKENDS: dict[str, AttentionBackend] = {"reference": reference_attention}
+def auto_attention(query: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The default backend: the fastest exact one for ``query``'s device (see ``mdeberta.kernels.select_backend``)."""
+    from mdeberta.kernels import select_backend  # lazy: kernels import this module
+
+    return select_backend(query)(query, *args, **kwargs)
+
+
+ATTENTION_BACKENDS: dict[str, AttentionBackend] = {"reference": reference_attention, "auto": auto_attention}
 
 
 def register_attention_backend(name: str, fn: AttentionBackend) -> None:
@@ -126,11 +174,21 @@ def register_attention_backend(name: str, fn: AttentionBackend) -> None:
 
 def get_attention_backend(name: str) -> AttentionBackend:
     if name not in ATTENTION_BACKENDS:
+        import mdeberta.kernels  # noqa: F401  (registers the fast backends)
+    if name not in ATTENTION_BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; available: {sorted(ATTENTION_BACKENDS)}")
     return ATTENTION_BACKENDS[name]
 
 
 # --------------------------------------------------------------------------- the module
+def tensor_state(t: torch.Tensor) -> tuple:
+    """What identifies a tensor's current contents for an inference cache: storage, version counter, dtype, shape.
+
+    Inference tensors have no version counter; they are our own intermediates, never written in place.
+    """
+    return (t.data_ptr(), -1 if t.is_inference() else t._version, t.dtype, tuple(t.shape))
+
+
 class DisentangledSelfAttention(nn.Module):
     """Projections for content and relative positions; the score math is delegated to a backend."""
 
@@ -157,17 +215,53 @@ class DisentangledSelfAttention(nn.Module):
         # terms even when relative attention is off, and so do we.
         n_pos = ("c2p" in config.pos_att_type) + ("p2c" in config.pos_att_type)
         self.scale = 1.0 / math.sqrt(self.head_size * (1 + n_pos))
-        self.backend = "reference"
+        self.backend = "auto"
+        # Inference cache of (Kr, Qr): they depend on weights only, not on the batch. See position_projections.
+        self._pos_cache: dict[tuple, tuple[tuple[torch.Tensor | None, torch.Tensor | None], list[torch.Tensor]]] = {}
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """(..., L, H*d) -> (..., H, L, d)"""
         x = x.view(*x.shape[:-1], self.num_heads, self.head_size)
         return x.transpose(-2, -3)
 
+    def _projection_inputs(self, rel_embeddings: torch.Tensor) -> list[torch.Tensor]:
+        tensors = [rel_embeddings]
+        for name in ("key_proj", "query_proj", "pos_key_proj", "pos_query_proj"):
+            proj = getattr(self, name, None)
+            if proj is not None:
+                tensors += [t for t in (proj.weight, proj.bias) if t is not None]
+        return tensors
+
     def position_projections(
         self, rel_embeddings: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Kr and Qr, each (H, 2S, d), or None for a disabled term."""
+        """Kr and Qr, each (H, rows of ``rel_embeddings``, d), or None for a disabled term.
+
+        At inference (eval mode, no autograd) they depend on the weights only, so they are cached. The key holds
+        every input's storage address, version counter (bumped by optimizer steps, ``load_state_dict`` and any
+        in-place write), dtype and the autocast state, so changed weights miss the cache; the entry keeps its
+        inputs alive so an address cannot be reused by another tensor. Training mode clears the cache.
+        """
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            if self._pos_cache:
+                self._pos_cache.clear()
+            return self._position_projections(rel_embeddings)
+        inputs = self._projection_inputs(rel_embeddings)
+        device = rel_embeddings.device.type
+        cast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        key = (tuple(tensor_state(t) for t in inputs), device, cast)
+        hit = self._pos_cache.get(key)
+        if hit is not None:
+            return hit[0]
+        pos = self._position_projections(rel_embeddings)
+        if len(self._pos_cache) >= 4:  # a few lengths (dynamic padding); drop the oldest
+            self._pos_cache.pop(next(iter(self._pos_cache)))
+        self._pos_cache[key] = (pos, inputs)
+        return pos
+
+    def _position_projections(
+        self, rel_embeddings: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         rel_embeddings = self.pos_dropout(rel_embeddings)
         pos_key = pos_query = None
         if self.use_c2p:

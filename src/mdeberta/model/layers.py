@@ -11,7 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mdeberta.config import DebertaConfig
-from mdeberta.model.attention import DisentangledSelfAttention, relative_position_slots
+from mdeberta.model.attention import (
+    DisentangledSelfAttention,
+    compact_relative_position_slots,
+    relative_position_slots,
+    tensor_state,
+)
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -188,6 +193,8 @@ class DebertaEncoder(nn.Module):
             self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.conv = ConvLayer(config) if config.conv_kernel_size > 0 else None
         self.gradient_checkpointing = False
+        # Inference cache of the compact relative table per length (see relative_inputs).
+        self._rel_cache: dict[tuple, tuple[torch.Tensor, list[torch.Tensor]]] = {}
 
     def get_rel_embedding(self) -> torch.Tensor | None:
         if not self.relative_attention:
@@ -198,6 +205,32 @@ class DebertaEncoder(nn.Module):
     def relative_slots(self, length: int, device: torch.device) -> torch.Tensor | None:
         return relative_position_slots(length, length, self.config, device) if self.relative_attention else None
 
+    def relative_inputs(self, length: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(slots, rel_embeddings) restricted to the relative rows this length uses (compact_relative_position_slots).
+
+        Same scores as the full table (LayerNorm is row-wise), fewer rows to project. At inference the table is
+        cached per length and weight version, so that the layers' position-projection caches can hit.
+        """
+        if not self.relative_attention:
+            return None, None
+        rows, slots = compact_relative_position_slots(length, length, self.config, device)
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            self._rel_cache.clear()
+            return slots, self._compact_rel_embedding(rows)
+        params = [self.rel_embeddings.weight] + (list(self.LayerNorm.parameters()) if self.norm_rel_ebd else [])
+        cast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+        key = (length, str(device), cast, tuple(tensor_state(p) for p in params))
+        hit = self._rel_cache.get(key)
+        if hit is None:
+            if len(self._rel_cache) >= 4:
+                self._rel_cache.pop(next(iter(self._rel_cache)))
+            hit = self._rel_cache[key] = (self._compact_rel_embedding(rows), params)
+        return slots, hit[0]
+
+    def _compact_rel_embedding(self, rows: torch.Tensor) -> torch.Tensor:
+        table = self.rel_embeddings(rows)
+        return self.LayerNorm(table) if self.norm_rel_ebd else table
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -207,8 +240,7 @@ class DebertaEncoder(nn.Module):
         """Returns every layer's input/output [embeddings, layer 1, ..., layer N] and the attention maps."""
         token_mask = padding_mask_2d(attention_mask)
         mask = pairwise_mask(attention_mask)
-        slots = self.relative_slots(hidden_states.shape[1], hidden_states.device)
-        rel_embeddings = self.get_rel_embedding()
+        slots, rel_embeddings = self.relative_inputs(hidden_states.shape[1], hidden_states.device)
         all_states, all_attentions = [hidden_states], []
         x = hidden_states
         for i, layer in enumerate(self.layer):

@@ -1,0 +1,354 @@
+"""``mdeberta bench``: this library against transformers on the same random weights, in one process.
+
+For each (batch, length) and mode the two implementations run alternately (ours, theirs, theirs, ours, ...) so
+that the load other processes put on the machine hits both alike; the median over repeats is reported with the
+load average. Modes:
+
+* ``infer-fp32`` / ``infer-bf16``: sequence-classification forward under ``torch.inference_mode`` with fp32 /
+  bf16 weights;
+* ``train-bf16``: one training step (forward + backward under bf16 autocast, AdamW step, zero_grad) of a fresh
+  copy of both models;
+* ``train-bf16-lazy``: the same, ours with :class:`mdeberta.kernels.lazy_adamw.LazyAdamW`, theirs with AdamW.
+
+Reported per row: tokens/s, ours/theirs ratio, peak RSS growth during the timed runs (sampled), achieved GFLOP/s
+(nominal model FLOPs, identical for both, so the ratio is the speed ratio) as a fraction of the 2048^3 matmul
+measured in the same run, and max |logit diff| against transformers' fp32 output (plus argmax agreement for bf16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mdeberta.config import DebertaConfig, preset
+
+MODES = ("infer-fp32", "infer-bf16", "train-bf16", "train-bf16-lazy")
+DEFAULT_SHAPES = "1x128,8x128,8x512,1x2048"
+SECTION = "## Model speed (CPU)"
+
+
+# --------------------------------------------------------------------------- measurement helpers
+class PeakRSS:
+    """Peak resident-set growth (bytes) of this process while the block runs, sampled every ~2 ms."""
+
+    def __init__(self) -> None:
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = 0
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def __enter__(self) -> PeakRSS:
+        self.base = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss() - self.base)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss() - self.base)
+
+
+def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
+    """GFLOP/s of an n^3 matmul (best of ``repeats``): the roofline the model numbers are compared with."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def forward_flops(cfg: DebertaConfig, batch: int, length: int) -> float:
+    """Nominal FLOPs of one encoder forward: dense layers + c2c + PV + c2p + p2c (each an L x L x d product)."""
+    h, inter, tokens = cfg.hidden_size, cfg.intermediate_size, batch * length
+    dense = 2 * tokens * (4 * h * h + 2 * h * inter)
+    n_pos = len(cfg.pos_att_type) if cfg.relative_attention else 0
+    attention = 2 * batch * length * length * h * (2 + n_pos)
+    return cfg.num_hidden_layers * (dense + attention)
+
+
+@dataclass
+class Row:
+    batch: int
+    length: int
+    mode: str
+    ours_tok_s: float
+    theirs_tok_s: float
+    ratio: float
+    ours_peak_mb: float
+    theirs_peak_mb: float
+    ours_gflops: float
+    theirs_gflops: float
+    ceiling_gflops: float
+    ours_max_diff: float | None
+    theirs_max_diff: float | None
+    ours_argmax_agree: float | None = None
+    theirs_argmax_agree: float | None = None
+    loadavg: list[float] = field(default_factory=list)
+    repeats: int = 0
+
+
+# --------------------------------------------------------------------------- models
+def build_models(cfg: DebertaConfig, seed: int = 0):
+    """transformers' DebertaV2ForSequenceClassification and ours with the same (random) weights."""
+    import transformers
+
+    from mdeberta.checkpoint import load_into
+    from mdeberta.model import DebertaForSequenceClassification
+
+    torch.manual_seed(seed)
+    theirs = transformers.DebertaV2ForSequenceClassification(transformers.DebertaV2Config(**cfg.to_dict()))
+    ours = DebertaForSequenceClassification(cfg)
+    missing, _ = load_into(ours, theirs.state_dict(), "transformers model")
+    if missing:
+        raise RuntimeError(f"weights not copied from transformers: {missing}")
+    return ours.eval(), theirs.eval()
+
+
+def make_batch(cfg: DebertaConfig, batch: int, length: int, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, cfg.vocab_size, (batch, length), generator=g)
+    mask = torch.ones_like(ids)
+    labels = torch.randint(0, cfg.num_labels, (batch,), generator=g)
+    return ids, mask, labels
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+# --------------------------------------------------------------------------- one (shape, mode) cell
+def run_cell(ours, theirs, cfg, batch, length, mode, repeats, ceilings, reference, log) -> Row:
+    ids, mask, labels = make_batch(cfg, batch, length)
+    tokens = batch * length
+    fwd = forward_flops(cfg, batch, length)
+    diffs: dict[str, float | None] = {"ours": None, "theirs": None}
+    agree: dict[str, float | None] = {"ours": None, "theirs": None}
+
+    if mode.startswith("infer"):
+        dtype = torch.bfloat16 if mode == "infer-bf16" else torch.float32
+        models = {"ours": ours, "theirs": theirs}
+        if dtype != torch.float32:
+            models = {k: copy.deepcopy(m).to(dtype) for k, m in models.items()}
+        flops = fwd
+        ceiling = ceilings[dtype]
+        outputs = {}
+
+        def step(name):
+            def go():
+                with torch.inference_mode():
+                    outputs[name] = models[name](input_ids=ids, attention_mask=mask).logits.float()
+            return go
+        steps = {k: step(k) for k in models}
+    else:
+        from mdeberta.kernels.lazy_adamw import LazyAdamW
+
+        models = {"ours": copy.deepcopy(ours).train(), "theirs": copy.deepcopy(theirs).train()}
+        opts = {"ours": (LazyAdamW if mode == "train-bf16-lazy" else torch.optim.AdamW)(models["ours"].parameters(),
+                                                                                       lr=1e-5),
+                "theirs": torch.optim.AdamW(models["theirs"].parameters(), lr=1e-5)}
+        flops = 3 * fwd
+        ceiling = ceilings[torch.bfloat16]
+        outputs = {}
+
+        def step(name):
+            def go():
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = models[name](input_ids=ids, attention_mask=mask, labels=labels).loss
+                loss.backward()
+                opts[name].step()
+                opts[name].zero_grad(set_to_none=True)
+            return go
+        steps = {k: step(k) for k in models}
+
+    times: dict[str, list[float]] = {"ours": [], "theirs": []}
+    peaks = {"ours": 0, "theirs": 0}
+    for name in ("ours", "theirs"):  # warm-up (allocator, caches, first-step optimizer state)
+        steps[name]()
+    if mode.startswith("infer"):
+        for name in ("ours", "theirs"):
+            diffs[name] = float((outputs[name] - reference).abs().max())
+            if mode == "infer-bf16":
+                agree[name] = float((outputs[name].argmax(-1) == reference.argmax(-1)).float().mean())
+    for r in range(repeats):
+        order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
+        for name in order:
+            with PeakRSS() as rss:
+                times[name].append(timed(steps[name]))
+            peaks[name] = max(peaks[name], rss.peak)
+    tok = {k: tokens / statistics.median(v) for k, v in times.items()}
+    gf = {k: flops / statistics.median(v) / 1e9 for k, v in times.items()}
+    row = Row(batch, length, mode, tok["ours"], tok["theirs"], tok["ours"] / tok["theirs"],
+              peaks["ours"] / 2**20, peaks["theirs"] / 2**20, gf["ours"], gf["theirs"], ceiling,
+              diffs["ours"], diffs["theirs"], agree["ours"], agree["theirs"], list(os.getloadavg()), repeats)
+    log(f"{batch}x{length} {mode}: ours {tok['ours']:.0f} tok/s, transformers {tok['theirs']:.0f} tok/s, "
+        f"ratio {row.ratio:.2f}, load {row.loadavg[0]:.2f}")
+    return row
+
+
+# --------------------------------------------------------------------------- reporting
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def markdown_table(rows: list[Row]) -> str:
+    head = ("| batch x len | mode | ours tok/s | transformers tok/s | ours/transformers | peak MB ours / theirs "
+            "| GFLOP/s ours / theirs (ceiling) | max abs diff vs fp32 ours / theirs | argmax agree ours / theirs "
+            "| load avg |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        share = r.ours_gflops / r.ceiling_gflops
+        pct = f"{r.ours_gflops:.0f} / {r.theirs_gflops:.0f} ({r.ceiling_gflops:.0f}: {share:.0%})"
+        lines.append(
+            f"| {r.batch}x{r.length} | {r.mode} | {r.ours_tok_s:.0f} | {r.theirs_tok_s:.0f} | **{r.ratio:.2f}x** "
+            f"| {r.ours_peak_mb:.0f} / {r.theirs_peak_mb:.0f} | {pct} "
+            f"| {_fmt(r.ours_max_diff, '.1e')} / {_fmt(r.theirs_max_diff, '.1e')} "
+            f"| {_fmt(r.ours_argmax_agree, '.1%')} / {_fmt(r.theirs_argmax_agree, '.1%')} | {r.loadavg[0]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def update_benchmarks_md(path: Path, body: str) -> None:
+    """Replace (or append) only the ``## Model speed (CPU)`` section; other sections are left as they are."""
+    from mdeberta.checkpoint import atomic_write_text
+
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(SECTION)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + SECTION + "\n\n" + body.strip() + "\n"
+    else:
+        nxt = text.find("\n## ", start + len(SECTION))
+        end = len(text) if nxt < 0 else nxt + 1
+        text = text[:start] + SECTION + "\n\n" + body.strip() + "\n" + ("\n" + text[end:] if nxt >= 0 else "")
+    atomic_write_text(path, text)
+
+
+# --------------------------------------------------------------------------- entry points
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    shapes = []
+    for part in text.split(","):
+        try:
+            b, length = part.lower().split("x")
+            shapes.append((int(b), int(length)))
+        except ValueError:
+            raise SystemExit(f"--shapes: {part!r} is not BATCHxLENGTH (e.g. 8x128)") from None
+    return shapes
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        print("mdeberta bench needs transformers (pip install transformers) to compare against", file=sys.stderr)
+        return 2
+    modes = [m.strip() for m in args.modes.split(",")]
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise SystemExit(f"--modes: unknown {bad}; allowed: {list(MODES)}")
+    shapes = parse_shapes(args.shapes)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = preset(args.preset, num_labels=3)
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.quiet else (lambda msg: None)
+    ceilings = {torch.float32: matmul_ceiling(torch.float32), torch.bfloat16: matmul_ceiling(torch.bfloat16)}
+    log(f"matmul 2048^3: fp32 {ceilings[torch.float32]:.0f} GFLOP/s, bf16 {ceilings[torch.bfloat16]:.0f} GFLOP/s")
+    ours, theirs = build_models(cfg)
+    rows: list[Row] = []
+    for batch, length in shapes:
+        ids, mask, _ = make_batch(cfg, batch, length)
+        with torch.inference_mode():
+            reference = theirs(input_ids=ids, attention_mask=mask).logits.float()
+        for mode in modes:
+            if f"{batch}x{length}:{mode}" in skip or f"{batch}x{length}" in skip:
+                log(f"{batch}x{length} {mode}: skipped (--skip)")
+                continue
+            rows.append(run_cell(ours, theirs, cfg, batch, length, mode, args.repeats, ceilings, reference, log))
+    info = machine_info()
+    command = "python benchmarks/bench_model.py " + " ".join(sys.argv[1:]) if args.command_line is None \
+        else args.command_line
+    body = (
+        f"Command: `{command}`\n\n"
+        f"Machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads), torch "
+        f"{info['torch']}, Python {info['python']}; preset `{args.preset}` (random weights, sequence classification, "
+        f"3 labels), median of {args.repeats} alternating runs; load average at the end of each row in the last "
+        f"column. Matmul 2048^3 ceiling: fp32 {ceilings[torch.float32]:.0f} GFLOP/s, bf16 "
+        f"{ceilings[torch.bfloat16]:.0f} GFLOP/s.\n\n" + markdown_table(rows) + "\n"
+    )
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_model.md").write_text(body)
+    (out / "bench_model.json").write_text(json.dumps(
+        {"machine": info, "preset": args.preset, "command": command,
+         "ceiling_gflops": {"fp32": ceilings[torch.float32], "bf16": ceilings[torch.bfloat16]},
+         "rows": [asdict(r) for r in rows]}, indent=2))
+    print(body)
+    if args.update_benchmarks_md:
+        update_benchmarks_md(Path(args.update_benchmarks_md), args.notes_prefix + body if args.notes_prefix else body)
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="mdeberta-v3-base", help="model preset (default: mdeberta-v3-base)")
+    p.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"BATCHxLENGTH list (default: {DEFAULT_SHAPES})")
+    p.add_argument("--modes", default="infer-fp32,infer-bf16,train-bf16", help=f"comma list of {', '.join(MODES)}")
+    p.add_argument("--skip", default="1x2048:train-bf16,1x2048:train-bf16-lazy",
+                   help="cells to skip: BATCHxLEN or BATCHxLEN:MODE, comma separated (default skips 1x2048 training)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per implementation and cell (median)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--output-dir", default="benchmarks/results", help="where bench_model.{md,json} go")
+    p.add_argument("--update-benchmarks-md", default=None, metavar="PATH",
+                   help=f"rewrite the '{SECTION}' section of this file (e.g. BENCHMARKS.md) with the table")
+    p.add_argument("--notes-prefix", default="", help=argparse.SUPPRESS)
+    p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("bench", help="speed of this library vs transformers (tokens/s, memory, GFLOP/s)")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

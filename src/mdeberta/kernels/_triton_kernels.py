@@ -1,0 +1,134 @@
+"""The Triton kernels of :mod:`mdeberta.kernels.triton_attention` (imported only when used; see there)."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _scores(q, k, C2P, P2C, DIST, TOK, b, bh, offs_m, offs_n, L, R, scale):
+    """Scores of a (BM, BN) tile; also returns the slot indices and the validity masks."""
+    s = tl.dot(q, tl.trans(k)) * scale
+    in_m = offs_m < L
+    in_n = offs_n < L
+    valid = in_m[:, None] & in_n[None, :]
+    slot = tl.load(DIST + offs_m[:, None] - offs_n[None, :] + L - 1, mask=valid, other=0)
+    s += tl.load(C2P + bh * L * R + offs_m[:, None] * R + slot, mask=valid, other=0.0)
+    s += tl.load(P2C + bh * L * R + offs_n[None, :] * R + slot, mask=valid, other=0.0)
+    qlive = tl.load(TOK + b * L + offs_m, mask=in_m, other=0) != 0
+    klive = tl.load(TOK + b * L + offs_n, mask=in_n, other=0) != 0
+    s = tl.where(klive[None, :], s, float("-inf"))
+    s = tl.where(qlive[:, None], s, 0.0)  # fully padded row: constant scores -> uniform, no gradient
+    s = tl.where(in_n[None, :], s, float("-inf"))
+    return s, slot, qlive, valid
+
+@triton.jit
+def _fwd(Q, K, V, C2P, P2C, DIST, TOK, O, LSE, H, L, R, scale,
+         D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_d = tl.arange(0, D)
+    base = bh * L * D
+    q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=offs_m[:, None] < L, other=0.0)
+    m_i = tl.full((BM,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BM,), tl.float32)
+    acc = tl.zeros((BM, D), tl.float32)
+    for start_n in range(0, L, BN):
+        offs_n = start_n + tl.arange(0, BN)
+        kv_mask = offs_n[:, None] < L
+        k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        s, slot, qlive, valid = _scores(q, k, C2P, P2C, DIST, TOK, b, bh, offs_m, offs_n, L, R, scale)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    acc = acc / l_i[:, None]
+    tl.store(O + base + offs_m[:, None] * D + offs_d[None, :], acc.to(O.dtype.element_ty),
+             mask=offs_m[:, None] < L)
+    tl.store(LSE + bh * L + offs_m, m_i + tl.log(l_i), mask=offs_m < L)
+
+@triton.jit
+def _tile_grad(q, k, v, do, lse, delta, C2P, P2C, DIST, TOK, b, bh, offs_m, offs_n, L, R, scale):
+    s, slot, qlive, valid = _scores(q, k, C2P, P2C, DIST, TOK, b, bh, offs_m, offs_n, L, R, scale)
+    p = tl.exp(s - lse[:, None])
+    dp = tl.dot(do, tl.trans(v))
+    ds = p * (dp - delta[:, None])
+    ds = tl.where(qlive[:, None] & valid, ds, 0.0)
+    return p, ds, slot
+
+@triton.jit
+def _bwd_dq(Q, K, V, C2P, P2C, DIST, TOK, DO, LSE, DELTA, DQ, DC2P, H, L, R, scale,
+            D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_d = tl.arange(0, D)
+    base = bh * L * D
+    row_mask = offs_m[:, None] < L
+    q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=row_mask, other=0.0)
+    do = tl.load(DO + base + offs_m[:, None] * D + offs_d[None, :], mask=row_mask, other=0.0)
+    lse = tl.load(LSE + bh * L + offs_m, mask=offs_m < L, other=0.0)
+    delta = tl.load(DELTA + bh * L + offs_m, mask=offs_m < L, other=0.0)
+    dq = tl.zeros((BM, D), tl.float32)
+    cols = tl.arange(0, BN)
+    for start_n in range(0, L, BN):
+        offs_n = start_n + cols
+        kv_mask = offs_n[:, None] < L
+        k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        p, ds, slot = _tile_grad(q, k, v, do, lse, delta, C2P, P2C, DIST, TOK, b, bh, offs_m, offs_n, L, R,
+                                 scale)
+        dq += tl.dot(ds.to(k.dtype), k) * scale
+        # dC2P[i, slot(i, j)] += ds[i, j], one key column at a time (distinct rows -> distinct addresses).
+        for c in tl.static_range(BN):
+            pick = cols[None, :] == c
+            col_ds = tl.sum(tl.where(pick, ds, 0.0), 1)
+            col_slot = tl.sum(tl.where(pick, slot, 0), 1)
+            ptr = DC2P + bh * L * R + offs_m * R + col_slot
+            ok = (offs_m < L) & ((offs_m * 0 + start_n + c) < L)
+            tl.store(ptr, tl.load(ptr, mask=ok, other=0.0) + col_ds, mask=ok)
+    tl.store(DQ + base + offs_m[:, None] * D + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=row_mask)
+
+@triton.jit
+def _bwd_dkdv(Q, K, V, C2P, P2C, DIST, TOK, DO, LSE, DELTA, DK, DV, DP2C, H, L, R, scale,
+              D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_d = tl.arange(0, D)
+    base = bh * L * D
+    col_mask = offs_n[:, None] < L
+    k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=col_mask, other=0.0)
+    v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=col_mask, other=0.0)
+    dk = tl.zeros((BN, D), tl.float32)
+    dv = tl.zeros((BN, D), tl.float32)
+    rows = tl.arange(0, BM)
+    for start_m in range(0, L, BM):
+        offs_m = start_m + rows
+        row_mask = offs_m[:, None] < L
+        q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=row_mask, other=0.0)
+        do = tl.load(DO + base + offs_m[:, None] * D + offs_d[None, :], mask=row_mask, other=0.0)
+        lse = tl.load(LSE + bh * L + offs_m, mask=offs_m < L, other=0.0)
+        delta = tl.load(DELTA + bh * L + offs_m, mask=offs_m < L, other=0.0)
+        p, ds, slot = _tile_grad(q, k, v, do, lse, delta, C2P, P2C, DIST, TOK, b, bh, offs_m, offs_n, L, R,
+                                 scale)
+        p = tl.where(row_mask, p, 0.0)
+        dv += tl.dot(tl.trans(p).to(do.dtype), do)
+        dk += tl.dot(tl.trans(ds).to(q.dtype), q) * scale
+        # dP2C[j, slot(i, j)] += ds[i, j], one query row at a time (distinct keys -> distinct addresses).
+        for r in tl.static_range(BM):
+            pick = rows[:, None] == r
+            row_ds = tl.sum(tl.where(pick, ds, 0.0), 0)
+            row_slot = tl.sum(tl.where(pick, slot, 0), 0)
+            ptr = DP2C + bh * L * R + offs_n * R + row_slot
+            ok = (offs_n < L) & ((offs_n * 0 + start_m + r) < L)
+            tl.store(ptr, tl.load(ptr, mask=ok, other=0.0) + row_ds, mask=ok)
+    tl.store(DK + base + offs_n[:, None] * D + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=col_mask)
+    tl.store(DV + base + offs_n[:, None] * D + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=col_mask)
+

@@ -1,0 +1,138 @@
+"""Disentangled attention as a flash-attention style Triton kernel (forward and backward), for CUDA.
+
+No L x L tensor is ever stored. Per (batch, head) the kernel reads
+
+* q, k, v (L, d) and the *position score tables* C2P = q @ (Kr * scale)^T and P2C = k @ (Qr * scale)^T, each
+  (L, rows) with rows <= 2S (computed by two ordinary matmuls, so autograd carries their gradients on to q, k,
+  Kr, Qr);
+* the per-length distance table D (2L - 1,) built on the host from the exact bucket function: δ(i, j) =
+  D[i - j + L - 1] (see ``cpu_attention.distance_slots``), so the score of a pair is
+  ``q_i·k_j * scale + C2P[i, D[i-j+L-1]] + P2C[j, D[i-j+L-1]]``, looked up, never gathered into memory;
+* the token mask (B, L): the pair mask of the model is the outer product of it.
+
+Forward: online softmax over key blocks, saving only the row log-sum-exp. Backward (FlashAttention-2 split, no
+atomics): one kernel per query block computes dq and dC2P (rows it owns), one per key block dk, dv and dP2C (rows
+it owns). Several keys of a row may share a slot (log buckets), so the table gradients are accumulated one
+column (resp. row) of the tile at a time: within a column all addresses are distinct, and no other program writes
+those rows.
+
+Fully padded query rows follow the reference: a uniform softmax over all keys, with no gradient reaching q or k.
+Cases the kernel does not cover (dropout, ``output_attentions``, masks that are not an outer product, head sizes
+that are not a power of two >= 16, Lq != Lk) go to the fused SDPA path, which is exact for them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from mdeberta.kernels.cpu_attention import distance_slots, sdpa_attention
+
+_KERNELS: dict[str, Any] = {}
+
+
+def _build_kernels() -> dict[str, Any]:
+    """Import the kernels on first use. ``TRITON_INTERPRET=1`` is read when ``triton.jit`` decorates them, so the
+    module is re-imported if that setting changed (the tests run the kernels in the CPU interpreter)."""
+    key = os.environ.get("TRITON_INTERPRET", "0")
+    if key not in _KERNELS:
+        import importlib
+        import sys
+
+        import triton
+
+        name = "mdeberta.kernels._triton_kernels"
+        module = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
+        _KERNELS.clear()
+        _KERNELS[key] = {"fwd": module._fwd, "bwd_dq": module._bwd_dq, "bwd_dkdv": module._bwd_dkdv,
+                         "cdiv": triton.cdiv}
+    return _KERNELS[key]
+
+
+BLOCK = 16
+
+
+class _DisentangledFlash(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, c2p, p2c, dist, tokens, scale):  # type: ignore[override]
+        kern = _build_kernels()
+        b, h, length, d = q.shape
+        rows = c2p.shape[-1]
+        out = torch.empty_like(q)
+        lse = torch.empty(b, h, length, dtype=torch.float32, device=q.device)
+        grid = (kern["cdiv"](length, BLOCK), b * h)
+        kern["fwd"][grid](q, k, v, c2p, p2c, dist, tokens, out, lse, h, length, rows, scale,
+                          D=d, BM=BLOCK, BN=BLOCK)
+        ctx.save_for_backward(q, k, v, c2p, p2c, dist, tokens, out, lse)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        kern = _build_kernels()
+        q, k, v, c2p, p2c, dist, tokens, out, lse = ctx.saved_tensors
+        b, h, length, d = q.shape
+        rows = c2p.shape[-1]
+        grad_out = grad_out.contiguous()
+        delta = (grad_out.float() * out.float()).sum(-1).contiguous()
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dc2p, dp2c = torch.zeros_like(c2p), torch.zeros_like(p2c)
+        grid = (kern["cdiv"](length, BLOCK), b * h)
+        kern["bwd_dq"][grid](q, k, v, c2p, p2c, dist, tokens, grad_out, lse, delta, dq, dc2p, h, length, rows,
+                             ctx.scale, D=d, BM=BLOCK, BN=BLOCK)
+        kern["bwd_dkdv"][grid](q, k, v, c2p, p2c, dist, tokens, grad_out, lse, delta, dk, dv, dp2c, h, length,
+                               rows, ctx.scale, D=d, BM=BLOCK, BN=BLOCK)
+        return dq, dk, dv, dc2p, dp2c, None, None, None
+
+
+def token_mask_of(mask: torch.Tensor) -> torch.Tensor | None:
+    """(B, L) int32 token mask if ``mask`` (B, 1 or H, L, L) is the outer product of one shared by all heads."""
+    if mask.dim() != 4:
+        return None
+    tokens = mask.any(-1)[:, 0]  # (B, L)
+    outer = tokens[:, None, :, None] & tokens[:, None, None, :]
+    if not bool((outer == mask).all()):
+        return None
+    return tokens.to(torch.int32).contiguous()
+
+
+def triton_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    pos_key: torch.Tensor | None,
+    pos_query: torch.Tensor | None,
+    slots: torch.Tensor | None,
+    mask: torch.Tensor,
+    scale: float,
+    dropout_p: float = 0.0,
+    output_attentions: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Drop-in for ``reference_attention`` through the Triton kernel; unsupported cases use ``sdpa_attention``."""
+    batch, heads, length, d = query.shape
+    fallback = (
+        output_attentions or dropout_p > 0.0 or key.shape[-2] != length or d < 16 or d & (d - 1) != 0
+    )
+    dist = tokens = None
+    if not fallback:
+        has_pos = pos_key is not None or pos_query is not None
+        dist = distance_slots(slots) if has_pos else torch.zeros(2 * length - 1, dtype=torch.long)
+        tokens = token_mask_of(mask)
+        fallback = dist is None or tokens is None
+    if fallback:
+        return sdpa_attention(query, key, value, pos_key, pos_query, slots, mask, scale, dropout_p,
+                              output_attentions)
+    device = query.device
+    rows = (pos_key if pos_key is not None else pos_query).shape[-2] if has_pos else 1
+    zeros = query.new_zeros(batch, heads, length, rows, dtype=torch.float32)
+    c2p = (torch.matmul(query.float(), (pos_key.float() * scale).transpose(-1, -2)) if pos_key is not None
+           else zeros)
+    p2c = (torch.matmul(key.float(), (pos_query.float() * scale).transpose(-1, -2)) if pos_query is not None
+           else zeros)
+    out = _DisentangledFlash.apply(
+        query.contiguous(), key.contiguous(), value.contiguous(), c2p.contiguous(), p2c.contiguous(),
+        dist.to(device=device, dtype=torch.int32).contiguous(), tokens.to(device), float(scale),
+    )
+    return out, None

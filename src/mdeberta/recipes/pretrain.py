@@ -1,0 +1,183 @@
+"""``mdeberta pretrain``: DeBERTa-V3 RTD (+GDES) or MLM pretraining on streaming multilingual text; ``mdeberta plot``.
+
+The same command runs as one process or as N under torchrun::
+
+    mdeberta pretrain --data corpus/ --tokenizer tok/ --output runs/tiny --model-preset deberta-v3-tiny
+    torchrun --nproc_per_node 8 -m mdeberta pretrain ... --distributed ddp
+
+Outputs: ``metrics.jsonl``, ``metrics.png``, ``checkpoints/step-*.pt`` (``--resume`` continues exactly) and
+``export/`` with HF folders (``discriminator``, ``generator`` or ``model``, ``tokenizer``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from mdeberta.config import PRESETS, DebertaConfig, preset
+
+logger = logging.getLogger("mdeberta.pretrain")
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("pretrain", help="pretrain DeBERTa-V3 (RTD + GDES) or an MLM baseline on text corpora",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--data", nargs="+", required=True, help="corpus folder(s) or files (.txt / .txt.gz, per language)")
+    d.add_argument("--languages", default=None, help="comma-separated languages to use (default: all files)")
+    d.add_argument("--tokenizer", required=True, help="tokenizer folder (mdeberta tokenizer train ...) or hub id")
+    d.add_argument("--max-seq-length", type=int, default=128)
+    d.add_argument("--alpha", type=float, default=0.3, help="language sampling p ∝ n^alpha (XLM-R: 0.3)")
+    d.add_argument("--size-by", choices=["bytes", "lines"], default="bytes", help="n_lang for the sampling rule")
+    d.add_argument("--mask-prob", type=float, default=0.15)
+    d.add_argument("--masking", choices=["token", "whole_word", "ngram"], default="token")
+    d.add_argument("--max-ngram", type=int, default=3)
+    d.add_argument("--num-workers", type=int, default=1, help="DataLoader workers per process (tokenize on the fly)")
+    m = p.add_argument_group("model")
+    m.add_argument("--model-preset", default="deberta-v3-tiny", choices=sorted(PRESETS))
+    m.add_argument("--config", default=None, help="config.json (overrides --model-preset)")
+    m.add_argument("--objective", choices=["rtd", "mlm"], default="rtd")
+    m.add_argument("--generator-layers", type=int, default=None, help="default: half the discriminator's")
+    m.add_argument("--embedding-sharing", choices=["gdes", "es", "none"], default="gdes")
+    m.add_argument("--rtd-lambda", type=float, default=50.0)
+    m.add_argument("--init-discriminator", default=None, help="continue from an HF folder / hub id")
+    m.add_argument("--init-generator", default=None, help="generator HF folder (DebertaV2ForMaskedLM)")
+    t = p.add_argument_group("training")
+    t.add_argument("--output", required=True)
+    t.add_argument("--resume", action="store_true", help="continue from the newest readable checkpoint in --output")
+    t.add_argument("--max-steps", type=int, default=1000)
+    t.add_argument("--stop-after", type=int, default=None,
+                   help="end this invocation after this step (checkpoint saved); --resume continues the run")
+    t.add_argument("--batch-size", type=int, default=8, help="sequences per process and micro-batch")
+    t.add_argument("--grad-accum", type=int, default=1)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--generator-lr", type=float, default=None, help="separate generator learning rate")
+    t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument("--warmup-steps", type=int, default=100)
+    t.add_argument("--max-grad-norm", type=float, default=1.0)
+    t.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    t.add_argument("--embedding-update", choices=["dense", "lazy"], default="dense")
+    t.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    t.add_argument("--distributed", choices=["ddp", "fsdp"], default="ddp", help="strategy under torchrun")
+    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--save-every", type=int, default=500)
+    t.add_argument("--keep-last", type=int, default=3)
+    t.add_argument("--log-every", type=int, default=10)
+    t.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.set_defaults(func=run_pretraining)
+
+    q = subparsers.add_parser("plot", help="PNG of the training curves in RUN_DIR/metrics.jsonl")
+    q.add_argument("run_dir")
+    q.add_argument("--output", default=None, help="PNG path (default RUN_DIR/metrics.png)")
+    q.set_defaults(func=run_plot)
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from mdeberta.train.metrics import plot_metrics
+
+    print(plot_metrics(args.run_dir, args.output))
+    return 0
+
+
+def model_config(args: argparse.Namespace, vocab_size: int) -> DebertaConfig:
+    """The discriminator's (or MLM model's) config; its vocabulary is the tokenizer's."""
+    config = DebertaConfig.from_json_file(args.config) if args.config else preset(args.model_preset)
+    config = config.replace(vocab_size=vocab_size)
+    needs_positions = config.position_biased_input or (args.objective == "rtd" and config.relative_attention)
+    if needs_positions and args.max_seq_length > config.max_position_embeddings:
+        raise ValueError(f"--max-seq-length {args.max_seq_length} exceeds max_position_embeddings="
+                         f"{config.max_position_embeddings} of the model config")
+    return config
+
+
+def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
+    """Tokenizer, data loader, model, step function, optimizer, scheduler (everything but the loop)."""
+    from mdeberta.data.text import MaskingConfig, PackedTextDataset, PretrainingLoader, discover_corpus
+    from mdeberta.model import DebertaForMaskedLM
+    from mdeberta.tokenizer import DebertaTokenizer
+    from mdeberta.train import build_optimizer, linear_schedule, wrap_model
+    from mdeberta.train.checkpointing import seed_everything
+    from mdeberta.train.pretraining import build_rtd_model, mlm_step, rtd_step
+
+    tokenizer = DebertaTokenizer.from_pretrained(args.tokenizer)
+    languages = [s.strip() for s in args.languages.split(",") if s.strip()] if args.languages else None
+    files = discover_corpus(args.data, languages, size_by=args.size_by)
+    masking = MaskingConfig(objective=args.objective, mask_prob=args.mask_prob, mode=args.masking,
+                            max_ngram=args.max_ngram)
+    dataset = PackedTextDataset(files, tokenizer, args.max_seq_length, args.batch_size, masking, args.alpha,
+                                args.seed)
+    loader = PretrainingLoader(dataset, env.rank, env.world_size, args.num_workers)
+    seed_everything(args.seed)  # identical initial weights on every rank
+    if args.objective == "rtd":
+        config = model_config(args, len(tokenizer))
+        model = build_rtd_model(config, args.generator_layers, args.embedding_sharing, args.rtd_lambda,
+                                args.init_discriminator, args.init_generator)
+        step_fn = rtd_step
+        lr_by_prefix = {"generator.": args.generator_lr} if args.generator_lr else None
+        vocab = model.discriminator.config.vocab_size
+    else:
+        if args.init_discriminator or args.init_generator:
+            model = DebertaForMaskedLM.from_pretrained(args.init_generator or args.init_discriminator).train()
+        else:
+            model = DebertaForMaskedLM(model_config(args, len(tokenizer)))
+        step_fn = mlm_step
+        lr_by_prefix = None
+        vocab = model.config.vocab_size
+    if vocab < len(tokenizer):
+        raise ValueError(f"the model's vocab_size ({vocab}) is smaller than the tokenizer's {len(tokenizer)} tokens")
+    model = model.to(env.device)
+    wrapped = wrap_model(model, env, args.distributed)
+    optimizer = build_optimizer(wrapped, args.lr, args.weight_decay, lr_by_prefix=lr_by_prefix,
+                                embedding_update=args.embedding_update)
+    scheduler = linear_schedule(optimizer, args.warmup_steps, args.max_steps)
+    logger.info("%s: %.2fM parameters, %d languages %s", type(model).__name__,
+                sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()) / 1e6, len(files),
+                {f.language: round(dataset.probabilities[f.language], 4) for f in files})
+    return dict(tokenizer=tokenizer, loader=loader, model=model, wrapped=wrapped, step_fn=step_fn,
+                optimizer=optimizer, scheduler=scheduler)
+
+
+def export(model: Any, tokenizer: Any, folder: Path) -> Path:
+    """HF folders: RTD -> discriminator/ generator/ tokenizer/; MLM -> model/ tokenizer/."""
+    from mdeberta.train.pretraining import RTDPretrainingModel
+
+    if isinstance(model, RTDPretrainingModel):
+        return model.save_pretrained(folder, tokenizer)
+    model.save_pretrained(folder / "model")
+    for sub in ("model", "tokenizer"):
+        tokenizer.save_pretrained(folder / sub)
+    return folder
+
+
+def run_pretraining(args: argparse.Namespace) -> int:
+    from mdeberta.checkpoint import atomic_write_text
+    from mdeberta.train import Trainer, TrainingArguments, cleanup_distributed, init_distributed
+
+    env = init_distributed(args.device)
+    try:
+        parts = build(args, env)
+        out = Path(args.output)
+        if env.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "run_config.json", json.dumps(vars(args) | {"func": None}, indent=2,
+                                                                 default=str) + "\n")
+        targs = TrainingArguments(
+            output_dir=str(out), max_steps=args.max_steps, grad_accum=args.grad_accum,
+            max_grad_norm=args.max_grad_norm, precision=args.precision, log_every=args.log_every,
+            save_every=args.save_every, keep_last=args.keep_last, seed=args.seed,
+            progress=False if args.no_progress else None, stop_after=args.stop_after,
+            extra={"objective": args.objective, "embedding_sharing": args.embedding_sharing},
+        )
+        trainer = Trainer(parts["wrapped"], parts["step_fn"], parts["optimizer"], parts["scheduler"],
+                          parts["loader"], targs, env=env)
+        trainer.fit(resume=args.resume)
+        if env.is_main and trainer.step >= args.max_steps:
+            folder = export(parts["model"], parts["tokenizer"], out / "export")
+            logger.info("exported HF folders to %s", folder)
+        env.barrier()
+    finally:
+        cleanup_distributed()
+    return 0

@@ -1,0 +1,131 @@
+"""One process or many: the same code runs plainly or under ``torchrun`` (DDP, or FSDP2 for large models).
+
+``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK; without them everything degrades to a single process and
+the collective helpers become no-ops, so recipes never branch on "am I distributed?".
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+@dataclass
+class DistributedEnv:
+    """Where this process sits: ``rank`` among ``world_size``, its ``device``; ``is_main`` logs and saves."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def all_reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Average a dict of floats over ranks (same keys on every rank)."""
+        if not self.distributed or not values:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._comm_device)
+        dist.all_reduce(t)
+        return {k: v / self.world_size for k, v in zip(keys, t.tolist())}
+
+    def any_true(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is True on any rank (keeps skip decisions consistent)."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self._comm_device)
+        dist.all_reduce(t)
+        return bool(t.item() > 0)
+
+    def broadcast_object(self, obj: object) -> object:
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    @property
+    def _comm_device(self) -> torch.device:
+        return self.device if dist.is_initialized() and dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def init_distributed(device: str | None = None, backend: str | None = None, timeout_s: int = 1800) -> DistributedEnv:
+    """Join the process group when launched by torchrun (NCCL on GPU, gloo on CPU) and pick the device.
+
+    ``device``: "cpu", "cuda" or None (CUDA when available). Under torchrun each process takes GPU LOCAL_RANK.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but CUDA is not available; use --device cpu")
+        dev = torch.device("cuda", local_rank if world_size > 1 else (torch.device(device).index or 0))
+        torch.cuda.set_device(dev)
+    elif device == "cpu":
+        dev = torch.device("cpu")
+    else:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if world_size > 1 and not dist.is_initialized():
+        backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                device_id=dev if dev.type == "cuda" else None)
+    return DistributedEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, env: DistributedEnv, strategy: str = "ddp") -> nn.Module:
+    """DDP (every rank holds the full model) or FSDP2 ``fully_shard`` (parameters sharded per layer).
+
+    A single process gets the model back unchanged. The wrapper is what the step function calls; the
+    unwrapped model is what checkpoints and exports read (see :func:`unwrap_model`).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"distributed strategy {strategy!r}; allowed: {list(STRATEGIES)}")
+    if not env.distributed:
+        return model
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [env.device.index] if env.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+    from torch.distributed.fsdp import fully_shard
+
+    # Shard each transformer layer, then the root (embeddings and heads), as the FSDP2 docs recommend.
+    for module in model.modules():
+        if type(module).__name__ == "DebertaLayer":
+            fully_shard(module)
+    fully_shard(model)
+    return model
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    return any(type(m).__name__.startswith("FSDP") for m in [model])

@@ -1,0 +1,412 @@
+"""The one training loop of the project, shared by pretraining and fine-tuning.
+
+A recipe supplies a model (an ``nn.Module`` holding every trained parameter), a ``step_fn(model, batch) ->
+(loss, metrics)`` that runs the forward pass of one micro-batch, an iterable of batches, an optimizer and a
+scheduler. The loop owns everything else: device placement, autocast / loss scaling, gradient accumulation
+(with DDP's ``no_sync`` on all but the last micro-batch), clipping, NaN/inf handling, logging, evaluation
+and checkpoint hooks, and exact resumption.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mdeberta.train.checkpointing import (
+    load_latest_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+from mdeberta.train.distributed import DistributedEnv, unwrap_model
+from mdeberta.train.metrics import MetricsLogger, plot_metrics
+
+logger = logging.getLogger("mdeberta.train")
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+StepFn = Callable[[nn.Module, dict[str, Any]], tuple[torch.Tensor, dict[str, Any]]]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. the loss kept being NaN/inf); the message says why and what to try."""
+
+
+@dataclass
+class TrainingArguments:
+    """Loop settings common to every recipe (recipes add their own on top)."""
+
+    output_dir: str
+    max_steps: int
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0  # None or <= 0: no clipping (the norm is still logged)
+    precision: str = "fp32"  # fp32 | bf16 (autocast, CPU and GPU) | fp16 (autocast + GradScaler, GPU only)
+    log_every: int = 10
+    save_every: int = 0  # 0: save only at the end
+    eval_every: int = 0  # 0: evaluate only at the end (when an eval_fn is given)
+    keep_last: int = 3
+    seed: int = 42
+    max_bad_steps: int = 5  # consecutive NaN/inf losses before giving up
+    progress: bool | None = None  # tqdm bar; None = when stderr is a terminal
+    plot: bool = True  # write metrics.png at the end
+    stop_after: int | None = None  # end this invocation after this step (with a checkpoint); the schedule still
+    # runs to max_steps, so a later resume continues the same run (time-limited jobs, preemption, tests)
+    extra: dict[str, Any] = field(default_factory=dict)  # recipe settings stored in checkpoints for reference
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}; allowed: {list(PRECISIONS)}")
+        for name in ("max_steps", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("save_every", "eval_every", "keep_last"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+class Trainer:
+    """Runs ``args.max_steps`` optimizer steps of ``step_fn`` over ``train_data``.
+
+    Parameters
+    ----------
+    model: the wrapped (DDP / FSDP) or plain module that ``step_fn`` calls; checkpoints store the unwrapped one.
+    step_fn: ``step_fn(model, batch) -> (loss, metrics)`` for one micro-batch already on the device, run under
+        autocast. ``metrics`` values (floats or 0-d tensors) are averaged over micro-batches, log steps and ranks;
+        the key ``"num_tokens"`` is summed instead and gives ``tokens_per_s``.
+    train_data: an iterable of dict batches. If it has ``state_dict()`` / ``load_state_dict()`` the data position
+        is saved with them (exact stream resumption); otherwise the loop counts batches and, on resume, replays
+        the epoch up to the same batch (calling ``set_epoch(epoch)`` first when the iterable has it).
+        When an epoch ends a new one starts, so ``max_steps`` alone sets the length.
+    eval_fn: ``eval_fn(trainer) -> dict`` run every ``eval_every`` steps and at the end (on every rank; it may
+        use collectives); its results are logged with an ``eval/`` prefix.
+    on_save: ``on_save(trainer, checkpoint_path)`` called on every rank after each checkpoint (e.g. HF export;
+        gate file writes on ``trainer.env.is_main``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        step_fn: StepFn,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+        train_data: Iterable[dict[str, Any]],
+        args: TrainingArguments,
+        env: DistributedEnv | None = None,
+        eval_fn: Callable[[Trainer], dict[str, float]] | None = None,
+        on_save: Callable[[Trainer, Path], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.step_fn = step_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_data = train_data
+        self.args = args
+        self.env = env or DistributedEnv()
+        self.eval_fn = eval_fn
+        self.on_save = on_save
+        self.device = self.env.device
+        if args.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("precision 'fp16' needs a GPU (loss scaling); on CPU use 'bf16' or 'fp32'")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=args.precision == "fp16")
+        self.step = 0
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self.bad_steps = 0  # consecutive non-finite losses
+        self.history: list[dict[str, Any]] = []  # everything logged (also on non-main ranks)
+        self._iterator: Iterator[dict[str, Any]] | None = None
+        self._skip_batches = 0
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def unwrapped(self) -> nn.Module:
+        return unwrap_model(self.model)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.args.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.args.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _next_batch(self) -> dict[str, Any]:
+        while True:
+            if self._iterator is None:
+                if hasattr(self.train_data, "set_epoch"):
+                    self.train_data.set_epoch(self.epoch)
+                self._iterator = iter(self.train_data)
+                for _ in range(self._skip_batches):  # generic resume: replay up to the saved position
+                    next(self._iterator)
+                self._skip_batches = 0
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                if self.batches_in_epoch == 0:
+                    raise TrainingError("the training data yielded no batches") from None
+                self._iterator = None
+                self.epoch += 1
+                self.batches_in_epoch = 0
+                continue
+            self.batches_in_epoch += 1
+            return batch
+
+    def _to_device(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, dict):
+            return {k: self._to_device(v) for k, v in batch.items()}
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self._to_device(v) for v in batch)
+        return batch
+
+    def _sync_context(self, last_micro: bool) -> contextlib.AbstractContextManager:
+        if not last_micro and hasattr(self.model, "no_sync"):
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+    def _grad_norm(self) -> torch.Tensor:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if not params:
+            return torch.tensor(0.0)
+        clip = self.args.max_grad_norm
+        max_norm = clip if clip is not None and clip > 0 else float("inf")
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    # ------------------------------------------------------------------ one optimizer step
+    def train_step(self) -> dict[str, float]:
+        """Accumulate ``grad_accum`` micro-batches, clip, step; returns this step's metrics."""
+        self.model.train()
+        sums: dict[str, float] = {}
+        tokens = 0.0
+        finite = True
+        accum = self.args.grad_accum
+        for micro in range(accum):
+            batch = self._to_device(self._next_batch())
+            with self._sync_context(micro == accum - 1):
+                with self.autocast():
+                    loss, metrics = self.step_fn(self.model, batch)
+                if not torch.isfinite(loss.detach()).all():
+                    finite = False
+                self.scaler.scale(loss / accum).backward()
+            for k, v in metrics.items():
+                v = float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
+                if k == "num_tokens":
+                    tokens += v
+                else:
+                    sums[k] = sums.get(k, 0.0) + v / accum
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach().float().item()) / accum
+        finite = not self.env.any_true(not finite)
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = self._grad_norm()
+        skipped = False
+        if not finite:
+            # Keep every rank on the same path: nobody steps, everybody counts the bad step.
+            skipped = True
+            self.bad_steps += 1
+            logger.warning("step %d: non-finite loss (%s), update skipped (%d in a row)", self.step + 1,
+                           sums.get("loss"), self.bad_steps)
+            if self.bad_steps >= self.args.max_bad_steps:
+                raise TrainingError(
+                    f"the loss was NaN/inf in {self.bad_steps} consecutive steps (last at step {self.step + 1}); "
+                    "training stopped. Lower the learning rate, use --precision bf16/fp32 instead of fp16, or check "
+                    "the data."
+                )
+            self.scaler.update(1.0) if self.scaler.is_enabled() else None
+        else:
+            self.bad_steps = 0
+            if self.scaler.is_enabled():
+                scale = self.scaler.get_scale()
+                self.scaler.step(self.optimizer)  # skips by itself when fp16 gradients overflowed
+                self.scaler.update()
+                skipped = self.scaler.get_scale() < scale
+            elif torch.isfinite(grad_norm):
+                self.optimizer.step()
+            else:
+                skipped = True
+                logger.warning("step %d: non-finite gradient norm, update skipped", self.step + 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.step += 1
+        out = dict(sums)
+        out["grad_norm"] = float(grad_norm)
+        out["lr"] = lrs[0]
+        groups = {g.get("name", ""): g["lr"] for g in self.optimizer.param_groups}
+        if len({round(v, 12) for v in groups.values()}) > 1:
+            for g, lr in zip(self.optimizer.param_groups, lrs):
+                prefix = g.get("name", "").split(" ")[0].rstrip(".")
+                out[f"lr/{prefix}"] = lr
+        out["skipped"] = 1.0 if skipped else 0.0
+        out["num_tokens"] = tokens
+        return out
+
+    # ------------------------------------------------------------------ state
+    def data_state(self) -> Any:
+        if hasattr(self.train_data, "state_dict"):
+            return self.train_data.state_dict()
+        return {"epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimizer, scheduler, scaler and counters; per-rank RNG and data states gathered to all."""
+        per_rank = {"rng": rng_state(), "data": self.data_state()}
+        if self.env.distributed:
+            import io
+
+            import torch.distributed as dist
+
+            # Gather serialized bytes: all_gather_object cannot unpickle tensors on every torch version.
+            buffer = io.BytesIO()
+            torch.save(per_rank, buffer)
+            blobs: list[Any] = [None] * self.env.world_size
+            dist.all_gather_object(blobs, buffer.getvalue())
+            gathered = [torch.load(io.BytesIO(b), weights_only=True) for b in blobs]
+        else:
+            gathered = [per_rank]
+        model_state, optim_state = self._model_and_optimizer_state()
+        return {
+            "format": "mdeberta-train-v1",
+            "step": self.step,
+            "epoch": self.epoch,
+            "world_size": self.env.world_size,
+            "model": model_state,
+            "optimizer": optim_state,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "ranks": gathered,
+            "args": {k: v for k, v in asdict(self.args).items() if k != "extra"} | {"extra": self.args.extra},
+        }
+
+    def _model_and_optimizer_state(self) -> tuple[dict, dict]:
+        model = self.unwrapped
+        if any(type(p).__name__ == "DTensor" for p in model.parameters()):  # FSDP2: gather full states
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return get_state_dict(model, self.optimizer, options=opts)
+        return model.state_dict(), self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        model = self.unwrapped
+        if any(type(p).__name__ == "DTensor" for p in model.parameters()):
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+            set_state_dict(model, self.optimizer, model_state_dict=state["model"],
+                           optim_state_dict=state["optimizer"],
+                           options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
+        else:
+            model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.epoch = int(state.get("epoch", 0))
+        ranks = state.get("ranks") or []
+        if len(ranks) != self.env.world_size:
+            logger.warning("checkpoint was written by %d process(es), resuming with %d: RNG and data positions "
+                           "cannot continue exactly; the data stream restarts", len(ranks), self.env.world_size)
+            return
+        mine = ranks[self.env.rank]
+        set_rng_state(mine["rng"])
+        data = mine["data"]
+        if hasattr(self.train_data, "load_state_dict"):
+            self.train_data.load_state_dict(data)
+        else:
+            self.epoch = int(data["epoch"])
+            self.batches_in_epoch = self._skip_batches = int(data["batches_in_epoch"])
+        self._iterator = None
+
+    def save(self) -> Path | None:
+        state = self.state_dict()  # collective: every rank takes part
+        path = None
+        if self.env.is_main:
+            path = save_checkpoint(self.args.output_dir, self.step, state, self.args.keep_last)
+            logger.info("saved checkpoint %s", path)
+        path = self.env.broadcast_object(path)
+        if self.on_save is not None:
+            self.on_save(self, Path(path))
+        return Path(path)
+
+    def resume(self, path: str | Path | None = None) -> Path:
+        """Load the newest readable checkpoint of ``args.output_dir`` (or ``path``)."""
+        found, state = load_latest_checkpoint(self.args.output_dir, path)
+        self.load_state_dict(state)
+        logger.info("resumed from %s at step %d", found, self.step)
+        return found
+
+    # ------------------------------------------------------------------ the loop
+    def evaluate(self) -> dict[str, float]:
+        if self.eval_fn is None:
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            results = self.eval_fn(self)
+        self.model.train(was_training)
+        results = {f"eval/{k}" if not k.startswith("eval/") else k: float(v) for k, v in results.items()}
+        self._record(results)
+        return results
+
+    def _record(self, metrics: dict[str, Any]) -> None:
+        entry = {"step": self.step, **metrics}
+        self.history.append(entry)
+        self.metrics_logger.log(self.step, metrics)
+
+    def fit(self, resume: bool | str | Path = False) -> list[dict[str, Any]]:
+        """Train to ``max_steps``; ``resume=True`` continues from the newest checkpoint, a path from that one.
+
+        Returns the logged records (every rank gets the same, rank-averaged values).
+        """
+        args = self.args
+        if resume:
+            self.resume(None if resume is True else resume)
+        else:
+            seed_everything(args.seed + self.env.rank)
+        self.metrics_logger = MetricsLogger(args.output_dir, enabled=self.env.is_main, total_steps=args.max_steps,
+                                            progress=args.progress, initial_step=self.step)
+        window: dict[str, float] = {}
+        window_steps = 0
+        window_tokens = 0.0
+        window_start = time.perf_counter()
+        try:
+            end = min(args.max_steps, args.stop_after) if args.stop_after else args.max_steps
+            while self.step < end:
+                metrics = self.train_step()
+                self.metrics_logger.advance()
+                window_tokens += metrics.pop("num_tokens")
+                for k, v in metrics.items():
+                    window[k] = window.get(k, 0.0) + v
+                window_steps += 1
+                last = self.step == end
+                if self.step % args.log_every == 0 or last:
+                    elapsed = time.perf_counter() - window_start
+                    averaged = {k: v / window_steps for k, v in window.items()}
+                    averaged["skipped"] = window.get("skipped", 0.0)
+                    averaged = self.env.all_reduce_mean(averaged)
+                    if window_tokens:
+                        averaged["tokens_per_s"] = window_tokens * self.env.world_size / max(elapsed, 1e-9)
+                    self._record(averaged)
+                    window, window_steps, window_tokens = {}, 0, 0.0
+                    window_start = time.perf_counter()
+                if args.eval_every and self.step % args.eval_every == 0 and not last:
+                    self.evaluate()
+                if (args.save_every and self.step % args.save_every == 0) or last:
+                    self.save()
+            if self.eval_fn is not None and end == args.max_steps:
+                self.evaluate()
+        finally:
+            self.metrics_logger.close()
+        if self.env.is_main and args.plot:
+            try:
+                plot_metrics(args.output_dir)
+            except Exception as e:  # a plot must never fail a finished run
+                logger.warning("could not plot metrics: %s", e)
+        return self.history

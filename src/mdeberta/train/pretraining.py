@@ -1,0 +1,199 @@
+"""DeBERTa-V3 pretraining models: replaced token detection (RTD) with embedding sharing, and plain MLM.
+
+RTD (ELECTRA's objective as DeBERTa-V3 uses it): a small generator (``DebertaForMaskedLM`` with the Enhanced
+Mask Decoder) fills the [MASK] positions with tokens sampled from its softmax; the discriminator
+(``DebertaForReplacedTokenDetection``) labels every token original / replaced. Loss = MLM + lambda * RTD.
+
+Embedding sharing between the two:
+
+* ``gdes`` (gradient-disentangled, DeBERTa-V3's): the discriminator embeds with
+  ``stop_gradient(E_generator) + delta``; delta starts at zero and is the discriminator's own word-embedding
+  table here. The RTD loss therefore never reaches E_generator (no "tug-of-war"), only delta. Export
+  writes ``E_generator + delta`` as the discriminator's embedding.
+* ``es`` (ELECTRA's): one table, updated by both losses.
+* ``none``: separate tables.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mdeberta.config import DebertaConfig
+from mdeberta.model import DebertaForMaskedLM, DebertaForReplacedTokenDetection
+
+logger = logging.getLogger("mdeberta.train")
+
+EMBEDDING_SHARING = ("gdes", "es", "none")
+
+
+def generator_config(config: DebertaConfig, num_layers: int | None = None) -> DebertaConfig:
+    """The generator: the discriminator's width, half its depth by default, with the Enhanced Mask Decoder."""
+    layers = num_layers if num_layers is not None else max(1, config.num_hidden_layers // 2)
+    if layers < 1:
+        raise ValueError(f"generator layers must be >= 1, got {layers}")
+    return config.replace(num_hidden_layers=layers, enhanced_mask_decoder=config.relative_attention)
+
+
+@dataclass
+class RTDOutput:
+    loss: torch.Tensor  # mlm_loss + rtd_lambda * rtd_loss
+    mlm_loss: torch.Tensor
+    rtd_loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]  # detached values for logging
+
+
+class RTDPretrainingModel(nn.Module):
+    """Generator + discriminator in one module (one DDP wrapper, one optimizer, one state dict)."""
+
+    def __init__(self, generator: DebertaForMaskedLM, discriminator: DebertaForReplacedTokenDetection,
+                 embedding_sharing: str = "gdes", rtd_lambda: float = 50.0) -> None:
+        super().__init__()
+        if embedding_sharing not in EMBEDDING_SHARING:
+            raise ValueError(f"embedding_sharing={embedding_sharing!r}; allowed: {list(EMBEDDING_SHARING)}")
+        g_emb = generator.deberta.embeddings.word_embeddings
+        d_emb = discriminator.deberta.embeddings.word_embeddings
+        if embedding_sharing != "none" and g_emb.weight.shape != d_emb.weight.shape:
+            raise ValueError(
+                f"embedding sharing {embedding_sharing!r} needs equal word-embedding shapes, generator has "
+                f"{tuple(g_emb.weight.shape)} and discriminator {tuple(d_emb.weight.shape)}"
+            )
+        self.generator = generator
+        self.discriminator = discriminator
+        self.embedding_sharing = embedding_sharing
+        self.rtd_lambda = float(rtd_lambda)
+        if embedding_sharing == "es":
+            discriminator.deberta.embeddings.word_embeddings = g_emb
+        elif embedding_sharing == "gdes":
+            with torch.no_grad():  # delta = E_d - E_g: zero for a fresh model, exact for a loaded discriminator
+                d_emb.weight.sub_(g_emb.weight)
+
+    @property
+    def delta(self) -> nn.Parameter:
+        """GDES: the discriminator's residual embedding (only meaningful with ``embedding_sharing="gdes"``)."""
+        return self.discriminator.deberta.embeddings.word_embeddings.weight
+
+    def discriminator_embedding(self) -> torch.Tensor:
+        """The discriminator's effective word-embedding table (what export writes)."""
+        g = self.generator.deberta.embeddings.word_embeddings.weight
+        if self.embedding_sharing == "gdes":
+            return g.detach() + self.delta.detach()
+        return self.discriminator.deberta.embeddings.word_embeddings.weight.detach()
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                sample_noise: torch.Tensor | None = None, **_: Any) -> RTDOutput:
+        """``input_ids``: the generator input ([MASK] at the selected positions); ``labels``: original ids there,
+        -100 elsewhere; ``sample_noise``: uniform [0, 1) per position, used to sample replacements
+        (inverse-CDF), so sampling is reproducible and independent of the process layout."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        selected = labels != -100
+        original = torch.where(selected, labels, input_ids)
+        gen = self.generator(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+                             only_masked_logits=True)
+        with torch.no_grad():
+            logits = gen.logits.detach().float()
+            probs = torch.softmax(logits, dim=-1)  # temperature 1
+            cdf = probs.cumsum(-1)
+            noise = sample_noise[selected] if sample_noise is not None else torch.rand(
+                logits.shape[0], device=logits.device)
+            u = noise.to(cdf.dtype) * cdf[:, -1]
+            sampled = torch.searchsorted(cdf, u.unsqueeze(-1), right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
+            disc_ids = original.clone()
+            disc_ids[selected] = sampled
+            replaced = (disc_ids != original).long()  # sampling the original counts as not replaced
+        if self.embedding_sharing == "gdes":
+            e_g = F.embedding(disc_ids, self.generator.deberta.embeddings.word_embeddings.weight).detach()
+            embeds = e_g + self.discriminator.deberta.embeddings.word_embeddings(disc_ids)
+            disc = self.discriminator(inputs_embeds=embeds, attention_mask=attention_mask, labels=replaced)
+        else:
+            disc = self.discriminator(input_ids=disc_ids, attention_mask=attention_mask, labels=replaced)
+        loss = gen.loss + self.rtd_lambda * disc.loss
+        with torch.no_grad():
+            real = attention_mask > 0
+            pred = (disc.logits > 0) & real
+            truth = (replaced > 0) & real
+            tp = (pred & truth).sum().float()
+            n_real = real.sum().float()
+            metrics = {
+                "mlm_loss": gen.loss.detach(),
+                "mlm_accuracy": (logits.argmax(-1) == labels[selected]).float().mean()
+                if logits.shape[0] else torch.tensor(0.0),
+                "rtd_loss": disc.loss.detach(),
+                "rtd_accuracy": ((pred == truth) & real).sum().float() / n_real,
+                "rtd_precision": tp / pred.sum().clamp(min=1),
+                "rtd_recall": tp / truth.sum().clamp(min=1),
+                "replaced_rate": truth.sum().float() / n_real,
+                "num_tokens": n_real,
+            }
+        return RTDOutput(loss=loss, mlm_loss=gen.loss, rtd_loss=disc.loss, metrics=metrics)
+
+    # ------------------------------------------------------------------ export
+    def export_discriminator(self) -> DebertaForReplacedTokenDetection:
+        """A standalone discriminator with the merged embedding (GDES: E_g + delta)."""
+        disc = DebertaForReplacedTokenDetection(self.discriminator.config)
+        state = {k: v.detach().clone() for k, v in self.discriminator.state_dict().items()}
+        state["deberta.embeddings.word_embeddings.weight"] = self.discriminator_embedding().clone()
+        disc.load_state_dict(state)
+        return disc.eval()
+
+    def save_pretrained(self, folder: str | Path, tokenizer: Any = None) -> Path:
+        """``folder/discriminator`` (+ RTD head), ``folder/generator`` (MLM), ``folder/tokenizer``; HF layout."""
+        folder = Path(folder)
+        self.export_discriminator().save_pretrained(folder / "discriminator")
+        self.generator.save_pretrained(folder / "generator")
+        if tokenizer is not None:
+            for sub in ("discriminator", "generator", "tokenizer"):
+                tokenizer.save_pretrained(folder / sub)
+        return folder
+
+
+def rtd_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``step_fn`` for :class:`mdeberta.train.Trainer`."""
+    out = model(**batch)
+    return out.loss, out.metrics
+
+
+def mlm_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``step_fn`` for a single ``DebertaForMaskedLM`` trained with MLM alone."""
+    labels = batch["labels"]
+    out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=labels,
+                only_masked_logits=True)
+    with torch.no_grad():
+        target = labels[labels != -100]
+        acc = (out.logits.argmax(-1) == target).float().mean() if target.numel() else torch.tensor(0.0)
+        mask = batch.get("attention_mask")
+        tokens = mask.sum().float() if mask is not None else torch.tensor(float(labels.numel()))
+    return out.loss, {"mlm_loss": out.loss.detach(), "mlm_accuracy": acc, "num_tokens": tokens}
+
+
+def build_rtd_model(config: DebertaConfig, generator_layers: int | None = None, embedding_sharing: str = "gdes",
+                    rtd_lambda: float = 50.0, init_discriminator: str | None = None,
+                    init_generator: str | None = None) -> RTDPretrainingModel:
+    """Fresh models from ``config`` (the discriminator's), or continued pretraining from HF folders / hub ids.
+
+    With ``init_discriminator`` and no ``init_generator`` the generator is fresh except for its word embedding,
+    copied from the discriminator so sharing starts from the released table.
+    """
+    if init_discriminator:
+        disc = DebertaForReplacedTokenDetection.from_pretrained(init_discriminator).train()
+        config = disc.config
+    else:
+        disc = DebertaForReplacedTokenDetection(config)
+    if init_generator:
+        gen = DebertaForMaskedLM.from_pretrained(init_generator).train()
+    else:
+        gen = DebertaForMaskedLM(generator_config(config, generator_layers))
+        if init_discriminator:
+            with torch.no_grad():
+                gen.deberta.embeddings.word_embeddings.weight.copy_(disc.deberta.embeddings.word_embeddings.weight)
+    if embedding_sharing == "gdes" and not init_discriminator:
+        with torch.no_grad():  # delta starts at zero: the discriminator starts from the generator's table
+            disc.deberta.embeddings.word_embeddings.weight.copy_(gen.deberta.embeddings.word_embeddings.weight)
+    return RTDPretrainingModel(gen, disc, embedding_sharing=embedding_sharing, rtd_lambda=rtd_lambda)

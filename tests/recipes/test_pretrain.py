@@ -1,0 +1,171 @@
+"""`mdeberta pretrain` end to end: exact resume, torchrun DDP == one process, export loaded by transformers,
+loss falls on the shared corpus, plotting."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mdeberta.cli import main
+
+SHARED_CORPUS = Path(os.environ.get("MDEBERTA_SHARED", Path(__file__).resolve().parents[3] / "shared")) / "data" / \
+    "corpus"
+
+
+def _write_corpus(folder: Path) -> Path:
+    rng = random.Random(0)
+    folder.mkdir(parents=True)
+    for lang, letters, n in (("aa", "abcdefgh", 300), ("bb", "ijklmnop", 80)):
+        words = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 5))) for _ in range(40)]
+        lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) for _ in range(n)]
+        (folder / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from mdeberta.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("pretrain")
+    corpus = _write_corpus(root / "corpus")
+    tok = train_tokenizer(corpus, root / "tok", vocab_size=100, num_threads=1)
+    config = root / "micro.json"
+    from mdeberta.config import preset
+
+    preset("deberta-v3-micro", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).to_json_file(config)
+    return {"corpus": str(corpus), "tok": str(tok), "config": str(config)}
+
+
+def _args(setup, out, *extra):
+    return ["pretrain", "--data", setup["corpus"], "--tokenizer", setup["tok"], "--output", str(out),
+            "--model-preset", "deberta-v3-micro", "--max-seq-length", "32", "--batch-size", "4", "--log-every", "1",
+            "--warmup-steps", "2", "--no-progress", "--device", "cpu", "--lr", "1e-3", *extra]
+
+
+def _losses(out: Path, key: str = "loss") -> list[float]:
+    return [json.loads(s)[key] for s in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_is_exact(setup, tmp_path):
+    """N steps in one run == N/2, stop, --resume, N/2: identical loss at every step (dropout on)."""
+    common = ["--max-steps", "6", "--num-workers", "2", "--save-every", "3"]
+    assert main(_args(setup, tmp_path / "full", *common)) == 0
+    assert main(_args(setup, tmp_path / "split", *common, "--stop-after", "3")) == 0
+    assert not (tmp_path / "split" / "export").exists()
+    assert main(_args(setup, tmp_path / "split", *common, "--resume")) == 0
+    full, split = _losses(tmp_path / "full"), _losses(tmp_path / "split")
+    assert len(full) == len(split) == 6
+    assert split == full
+    assert _losses(tmp_path / "split", "rtd_loss") == _losses(tmp_path / "full", "rtd_loss")
+
+
+def test_resume_with_corrupt_newest_checkpoint_falls_back(setup, tmp_path):
+    common = ["--max-steps", "4", "--num-workers", "0", "--save-every", "1", "--stop-after", "2"]
+    assert main(_args(setup, tmp_path, *common)) == 0
+    (tmp_path / "checkpoints" / "step-00000002.pt").write_bytes(b"\x00" * 10)
+    assert main(_args(setup, tmp_path, "--max-steps", "4", "--num-workers", "0", "--resume")) == 0
+    steps = [json.loads(s)["step"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 2, 3, 4]  # resumed from step 1 after skipping the corrupt step-2 file
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(setup, tmp_path):
+    """2 ranks x 1 worker x batch 4 == 1 process x 2 workers x batch 4 x grad_accum 2 (same global batch)."""
+    common = ["--config", setup["config"], "--max-steps", "4", "--save-every", "0"]
+    assert main(_args(setup, tmp_path / "one", *common, "--num-workers", "2", "--grad-accum", "2")) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "mdeberta", *_args(setup, tmp_path / "two", *common, "--num-workers", "1")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 4
+    assert two == pytest.approx(one, rel=1e-4)
+    assert _losses(tmp_path / "two", "rtd_loss") == pytest.approx(_losses(tmp_path / "one", "rtd_loss"), rel=1e-4)
+    # Only rank 0 wrote the log and the export.
+    assert (tmp_path / "two" / "export" / "discriminator" / "model.safetensors").exists()
+
+
+def test_export_loads_in_transformers(setup, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from mdeberta.model import DebertaForMaskedLM, DebertaModel
+    from mdeberta.train.checkpointing import list_checkpoints
+
+    assert main(_args(setup, tmp_path, "--max-steps", "3", "--num-workers", "0")) == 0
+    export = tmp_path / "export"
+    ids = torch.tensor([[1, 10, 20, 30, 40, 50, 60, 2]])
+    # Discriminator: backbone with the merged GDES embedding.
+    hf = transformers.DebertaV2Model.from_pretrained(export / "discriminator").eval()
+    ours = DebertaModel.from_pretrained(export / "discriminator").eval()
+    state = torch.load(list_checkpoints(tmp_path)[-1], weights_only=True)["model"]
+    merged = state["generator.deberta.embeddings.word_embeddings.weight"] + state[
+        "discriminator.deberta.embeddings.word_embeddings.weight"]
+    torch.testing.assert_close(ours.embeddings.word_embeddings.weight, merged)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids).last_hidden_state, ours(input_ids=ids).last_hidden_state,
+                                   rtol=1e-4, atol=1e-4)
+    # Generator: transformers has no Enhanced Mask Decoder, so compare without it (same weights).
+    hf_gen = transformers.DebertaV2ForMaskedLM.from_pretrained(export / "generator").eval()
+    our_gen = DebertaForMaskedLM.from_pretrained(export / "generator", enhanced_mask_decoder=False).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf_gen(input_ids=ids).logits, our_gen(input_ids=ids).logits, rtol=1e-4,
+                                   atol=1e-4)
+    assert (export / "tokenizer" / "spm.model").exists()
+
+
+def test_mlm_objective_and_plot(setup, tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    from mdeberta.model import DebertaForMaskedLM
+
+    args = _args(setup, tmp_path, "--max-steps", "3", "--num-workers", "0", "--objective", "mlm",
+                 "--masking", "whole_word")
+    assert main(args) == 0
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "mlm_accuracy" in record and "rtd_loss" not in record
+    ids = torch.tensor([[1, 10, 20, 30, 2]])
+    hf = transformers.DebertaV2ForMaskedLM.from_pretrained(tmp_path / "export" / "model").eval()
+    ours = DebertaForMaskedLM.from_pretrained(tmp_path / "export" / "model").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids).logits, ours(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
+    (tmp_path / "metrics.png").unlink()
+    assert main(["plot", str(tmp_path)]) == 0
+    assert (tmp_path / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_arguments_are_clear(setup, tmp_path):
+    with pytest.raises(Exception, match="no corpus file for language"):
+        main(_args(setup, tmp_path, "--languages", "aa,zz"))
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        main(_args(setup, tmp_path, "--max-seq-length", "512"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_CORPUS.is_dir(), reason=f"shared corpus not found at {SHARED_CORPUS}")
+def test_tiny_run_on_shared_corpus_learns(tmp_path):
+    from mdeberta.tokenizer import train_tokenizer
+
+    sample = tmp_path / "sample"
+    sample.mkdir()
+    import gzip
+
+    for lang in ("en", "fr", "de"):
+        with gzip.open(SHARED_CORPUS / f"{lang}.txt.gz", "rt", encoding="utf-8") as f:
+            (sample / f"{lang}.txt").write_text("".join(next(f) for _ in range(1500)), encoding="utf-8")
+    tok = train_tokenizer(sample, tmp_path / "tok", vocab_size=500, num_threads=1)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", str(SHARED_CORPUS), "--languages", "en,fr,de", "--tokenizer", str(tok),
+                 "--output", str(out), "--model-preset", "deberta-v3-micro", "--max-seq-length", "64",
+                 "--batch-size", "8", "--max-steps", "150", "--warmup-steps", "15", "--lr", "2e-3",
+                 "--log-every", "25", "--save-every", "0", "--num-workers", "1", "--no-progress",
+                 "--device", "cpu"]) == 0
+    rtd = _losses(out, "rtd_loss")
+    mlm = _losses(out, "mlm_loss")
+    assert rtd[-1] < rtd[0] - 0.05 and mlm[-1] < mlm[0] - 0.5, (rtd, mlm)
+    assert (out / "metrics.png").exists()

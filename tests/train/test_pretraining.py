@@ -1,0 +1,120 @@
+"""RTD model: GDES / ES gradient routing, replacement sampling, export merging."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mdeberta.config import preset
+from mdeberta.train.pretraining import build_rtd_model, generator_config, rtd_step
+
+V = 50
+
+
+def _batch(seed: int = 0, length: int = 24):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, V - 1, (2, length), generator=g)
+    ids[:, 0], ids[:, -1] = 1, 2
+    labels = torch.full_like(ids, -100)
+    labels[:, 3:8] = ids[:, 3:8]
+    inputs = ids.clone()
+    inputs[:, 3:8] = V - 1
+    return {"input_ids": inputs, "labels": labels, "attention_mask": torch.ones_like(ids),
+            "sample_noise": torch.rand(2, length, generator=g)}
+
+
+def _model(sharing: str):
+    torch.manual_seed(0)
+    return build_rtd_model(preset("deberta-v3-micro", vocab_size=V), embedding_sharing=sharing)
+
+
+def test_generator_config_is_half_depth_with_emd():
+    cfg = preset("deberta-v3-tiny", vocab_size=V)
+    gen = generator_config(cfg)
+    assert gen.num_hidden_layers == 2 and gen.hidden_size == cfg.hidden_size and gen.enhanced_mask_decoder
+    assert generator_config(cfg, 3).num_hidden_layers == 3
+
+
+def test_gdes_rtd_loss_never_reaches_generator_embedding():
+    model = _model("gdes")
+    assert torch.count_nonzero(model.delta) == 0  # delta starts at zero
+    out = model(**_batch())
+    out.rtd_loss.backward()
+    g_emb = model.generator.deberta.embeddings.word_embeddings.weight
+    assert g_emb.grad is None or torch.count_nonzero(g_emb.grad) == 0
+    assert model.delta.grad is not None and torch.count_nonzero(model.delta.grad) > 0
+    # The MLM loss does train the generator's embedding.
+    model.zero_grad()
+    model(**_batch()).mlm_loss.backward()
+    assert torch.count_nonzero(g_emb.grad) > 0
+
+
+def test_es_rtd_loss_reaches_shared_embedding():
+    model = _model("es")
+    g_emb = model.generator.deberta.embeddings.word_embeddings.weight
+    assert model.discriminator.deberta.embeddings.word_embeddings.weight is g_emb
+    model(**_batch()).rtd_loss.backward()
+    assert g_emb.grad is not None and torch.count_nonzero(g_emb.grad) > 0
+
+
+def test_none_keeps_separate_tables():
+    model = _model("none")
+    model(**_batch()).rtd_loss.backward()
+    assert model.generator.deberta.embeddings.word_embeddings.weight.grad is None
+    assert torch.count_nonzero(model.discriminator.deberta.embeddings.word_embeddings.weight.grad) > 0
+
+
+def test_loss_combines_mlm_and_lambda_rtd():
+    model = _model("gdes")
+    model.rtd_lambda = 7.0
+    out = model(**_batch())
+    torch.testing.assert_close(out.loss, out.mlm_loss + 7.0 * out.rtd_loss)
+    loss, metrics = rtd_step(model, _batch())
+    for key in ("mlm_loss", "mlm_accuracy", "rtd_loss", "rtd_accuracy", "rtd_precision", "rtd_recall",
+                "replaced_rate", "num_tokens"):
+        assert key in metrics
+    assert metrics["num_tokens"] == 48
+
+
+def test_sampling_equal_to_original_is_not_replaced_and_noise_is_reproducible():
+    model = _model("gdes").eval()
+    # Make the generator certain of the original token: then nothing counts as replaced.
+    batch = _batch()
+    with torch.no_grad():
+        model.generator.cls.predictions.bias.zero_()
+        model.generator.cls.predictions.bias[batch["labels"][0, 3]] = 1e4
+    batch["labels"][:, 3:8] = batch["labels"][0, 3]
+    out = model(**batch)
+    assert out.metrics["replaced_rate"] == 0
+    model = _model("gdes").eval()
+    a = model(**_batch(1)).metrics
+    b = model(**_batch(1)).metrics
+    assert a["replaced_rate"] == b["replaced_rate"] > 0 and a["rtd_loss"] == b["rtd_loss"]
+
+
+def test_export_merges_gdes_embedding():
+    model = _model("gdes")
+    with torch.no_grad():
+        model.delta.add_(0.5)
+    disc = model.export_discriminator()
+    expected = model.generator.deberta.embeddings.word_embeddings.weight + 0.5
+    torch.testing.assert_close(disc.deberta.embeddings.word_embeddings.weight, expected)
+    # The exported discriminator computes what the GDES model computes.
+    batch = _batch()
+    model.eval()
+    ids = batch["input_ids"]
+    e = torch.nn.functional.embedding(ids, model.discriminator_embedding())
+    ours = model.discriminator(inputs_embeds=e).logits
+    torch.testing.assert_close(disc(input_ids=ids).logits, ours)
+
+
+def test_mismatched_embedding_shapes_are_a_clear_error():
+    from mdeberta.model import DebertaForMaskedLM, DebertaForReplacedTokenDetection
+    from mdeberta.train.pretraining import RTDPretrainingModel
+
+    cfg = preset("deberta-v3-micro", vocab_size=V)
+    with pytest.raises(ValueError, match="equal word-embedding shapes"):
+        small = cfg.replace(hidden_size=32, embedding_size=32, pooler_hidden_size=32, intermediate_size=64)
+        RTDPretrainingModel(DebertaForMaskedLM(small), DebertaForReplacedTokenDetection(cfg))
+    with pytest.raises(ValueError, match="allowed"):
+        build_rtd_model(cfg, embedding_sharing="tied")
