@@ -1,6 +1,19 @@
-"""Shared test setup: the tests folder is importable (helpers shared between test files)."""
+"""Shared test setup.
 
+* The tests folder is importable (helpers shared between test files).
+* One intra-op thread: the test models are tiny, and on a 2-core machine two OpenMP threads spin-wait against
+  DataLoader workers and subprocesses (a 64x64 matmul went from 0.04 ms to 2 ms under such contention).
+  Subprocesses inherit OMP_NUM_THREADS=1. Set MDEBERTA_TEST_THREADS to override.
+"""
+
+import os
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+_threads = int(os.environ.get("MDEBERTA_TEST_THREADS", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+torch.set_num_threads(_threads)

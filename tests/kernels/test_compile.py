@@ -20,6 +20,18 @@ def test_encoder_has_no_graph_breaks():
     assert explanation.graph_break_count == 0, explanation.break_reasons
 
 
+def test_whole_classifier_has_no_graph_breaks():
+    """Input checks that read tensor values (vocabulary range) are skipped while tracing."""
+    cfg = preset("deberta-v3-micro", vocab_size=50, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = mdeberta.DebertaForSequenceClassification(cfg).eval()
+    ids = torch.randint(4, 50, (2, 16))
+    mask = torch.ones(2, 16, dtype=torch.long)
+    model(ids, attention_mask=mask)  # builds the per-length slot tables
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(ids, attention_mask=mask)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
 @pytest.mark.slow
 def test_fullgraph_compile_matches_eager_forward_and_backward():
     torch._dynamo.reset()

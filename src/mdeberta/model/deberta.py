@@ -115,6 +115,9 @@ class DebertaModel(DebertaPreTrainedModel):
         shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
         if len(shape) != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(shape)}")
+        # Value checks read tensors on the host: skipped while torch.compile traces (no graph break).
+        if torch.compiler.is_compiling():
+            return shape[0], shape[1]
         if input_ids is not None and input_ids.numel():
             low, high = int(input_ids.min()), int(input_ids.max())
             if low < 0 or high >= self.config.vocab_size:

@@ -59,8 +59,6 @@ Minimal use::
     trainer = Trainer(model, lambda m, b: (m(**b).loss, {}), opt, linear_schedule(opt, 100, 1000),
                       loader, TrainingArguments("runs/x", max_steps=1000), env=env)
     trainer.fit(resume=False)
-
-API READY
 """
 
 from mdeberta.train.checkpointing import list_checkpoints, load_latest_checkpoint, seed_everything
