@@ -413,7 +413,7 @@ def test_train_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         train_tokenizer([tmp_path / "missing.txt"], tmp_path / "out", 100)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"no \*.txt or \*.txt.gz files in folder"):
+    with pytest.raises(FileNotFoundError, match=r"no \*.txt / \*.txt.gz files in folder"):
         train_tokenizer(tmp_path / "empty", tmp_path / "out", 100)
     (tmp_path / "blank.txt").write_text("\n  \n\n")
     with pytest.raises(ValueError, match="no non-empty lines of text in .*blank.txt"):

@@ -443,15 +443,18 @@ class DebertaTokenizer:
 
 
 # -------------------------------------------------------------------- training
-def expand_text_inputs(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Files as given; folders expand to their *.txt and *.txt.gz files (sorted)."""
+def expand_text_inputs(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    suffixes: tuple[str, ...] = (".txt", ".txt.gz"),
+) -> list[Path]:
+    """Files as given; folders expand to their files ending in ``suffixes`` (sorted)."""
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files: list[Path] = []
     for item in map(Path, items):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.name.endswith((".txt", ".txt.gz")))
+            found = sorted(p for p in item.iterdir() if p.is_file() and p.name.endswith(suffixes))
             if not found:
-                raise FileNotFoundError(f"no *.txt or *.txt.gz files in folder {item}")
+                raise FileNotFoundError(f"no {' / '.join('*' + s for s in suffixes)} files in folder {item}")
             files.extend(found)
         elif item.is_file():
             files.append(item)

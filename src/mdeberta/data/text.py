@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from mdeberta.tokenizer import expand_text_inputs
+
 logger = logging.getLogger("mdeberta.data")
 
 MASKING_MODES = ("token", "whole_word", "ngram")
@@ -109,18 +111,10 @@ def discover_corpus(data: str | os.PathLike | Sequence[str | os.PathLike], langu
     """
     if size_by not in SIZE_BY:
         raise DataError(f"size_by={size_by!r}; allowed: {list(SIZE_BY)}")
-    items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-    paths: list[Path] = []
-    for item in map(Path, items):
-        if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and p.name.endswith(_SUFFIXES))
-            if not found:
-                raise DataError(f"no *.txt / *.txt.gz files in corpus folder {item}")
-            paths.extend(found)
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise DataError(f"corpus path not found: {item}")
+    try:
+        paths = expand_text_inputs(data, _SUFFIXES)
+    except (FileNotFoundError, ValueError) as e:
+        raise DataError(f"corpus: {e}") from e
     by_lang: dict[str, Path] = {}
     for p in paths:
         lang = _language_of(p)
