@@ -118,3 +118,31 @@ def test_mismatched_embedding_shapes_are_a_clear_error():
         RTDPretrainingModel(DebertaForMaskedLM(small), DebertaForReplacedTokenDetection(cfg))
     with pytest.raises(ValueError, match="allowed"):
         build_rtd_model(cfg, embedding_sharing="tied")
+
+
+def test_continued_pretraining_from_released_folders(tmp_path):
+    """--init-discriminator / --init-generator: start exactly from HF folders (GDES delta = E_d - E_g)."""
+    from mdeberta.model import DebertaForMaskedLM, DebertaForReplacedTokenDetection
+
+    torch.manual_seed(1)
+    cfg = preset("deberta-v3-micro", vocab_size=V)
+    released_disc = DebertaForReplacedTokenDetection(cfg).eval()
+    released_gen = DebertaForMaskedLM(generator_config(cfg).replace(enhanced_mask_decoder=False)).eval()
+    released_disc.save_pretrained(tmp_path / "disc")
+    released_gen.save_pretrained(tmp_path / "gen")  # config.json as transformers writes it: no EMD flag
+
+    model = build_rtd_model(cfg, init_discriminator=str(tmp_path / "disc"), init_generator=str(tmp_path / "gen"))
+    assert model.generator.config.enhanced_mask_decoder  # the generator runs the EMD again
+    assert torch.equal(model.generator.deberta.embeddings.word_embeddings.weight,
+                       released_gen.deberta.embeddings.word_embeddings.weight)
+    # The discriminator's effective embedding is exactly the released one, whatever the generator's table.
+    assert torch.allclose(model.discriminator_embedding(), released_disc.deberta.embeddings.word_embeddings.weight,
+                          atol=1e-6)
+    ids = torch.randint(4, V, (2, 12))
+    with torch.no_grad():
+        assert torch.allclose(model.export_discriminator()(ids).logits, released_disc(ids).logits, atol=1e-5)
+
+    only_disc = build_rtd_model(cfg, init_discriminator=str(tmp_path / "disc"))
+    assert torch.count_nonzero(only_disc.delta) == 0  # generator starts from the released table
+    assert torch.equal(only_disc.generator.deberta.embeddings.word_embeddings.weight,
+                       released_disc.deberta.embeddings.word_embeddings.weight)

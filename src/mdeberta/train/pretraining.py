@@ -187,7 +187,10 @@ def build_rtd_model(config: DebertaConfig, generator_layers: int | None = None, 
     else:
         disc = DebertaForReplacedTokenDetection(config)
     if init_generator:
-        gen = DebertaForMaskedLM.from_pretrained(init_generator).train()
+        # Released generators were trained with the Enhanced Mask Decoder, which config.json does not record.
+        gen_config = DebertaConfig.from_pretrained(init_generator)
+        gen = DebertaForMaskedLM.from_pretrained(
+            init_generator, enhanced_mask_decoder=gen_config.relative_attention).train()
     else:
         gen = DebertaForMaskedLM(generator_config(config, generator_layers))
         if init_discriminator:
