@@ -156,3 +156,23 @@ def test_eval_fn_and_on_save_hooks(tmp_path):
     assert [r["eval/accuracy"] for r in history if "eval/accuracy" in r] == [2.0, 4.0]
     assert seen == [(2, "step-00000002.pt"), (4, "step-00000004.pt")]
     assert (tmp_path / "metrics.jsonl").exists()
+
+
+def test_cpu_threads_leave_room_for_data_workers(monkeypatch):
+    import os
+
+    from mdeberta.train.distributed import DistributedEnv, configure_cpu_threads
+
+    before = torch.get_num_threads()
+    env = DistributedEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(os, "cpu_count", lambda: 8)
+        assert configure_cpu_threads(env, data_workers=2) == 6 and torch.get_num_threads() == 6
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+        assert configure_cpu_threads(env, data_workers=1) == 1  # 8 cores / 4 processes - 1 worker
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        torch.set_num_threads(3)
+        assert configure_cpu_threads(env, data_workers=2) == 3  # the user's explicit choice wins
+    finally:
+        torch.set_num_threads(before)

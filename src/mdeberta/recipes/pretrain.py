@@ -155,8 +155,12 @@ def export(model: Any, tokenizer: Any, folder: Path) -> Path:
 def run_pretraining(args: argparse.Namespace) -> int:
     from mdeberta.checkpoint import atomic_write_text
     from mdeberta.train import Trainer, TrainingArguments, cleanup_distributed, init_distributed
+    from mdeberta.train.distributed import configure_cpu_threads
 
     env = init_distributed(args.device)
+    threads = configure_cpu_threads(env, args.num_workers)
+    if env.device.type == "cpu":
+        logger.info("CPU training: %d intra-op threads, %d data workers", threads, args.num_workers)
     try:
         parts = build(args, env)
         out = Path(args.output)

@@ -93,6 +93,20 @@ def init_distributed(device: str | None = None, backend: str | None = None, time
     return DistributedEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
+def configure_cpu_threads(env: DistributedEnv, data_workers: int = 0) -> int:
+    """On CPU, give each training process its share of the cores minus those its DataLoader workers need.
+
+    OpenMP threads spin-wait: on a 2-core machine, two intra-op threads next to a busy tokenizing worker made a
+    64x64 matmul 50x slower (0.04 ms -> 2 ms). An explicit OMP_NUM_THREADS always wins. Returns the thread count.
+    """
+    if env.device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", env.world_size))
+    threads = max(1, (os.cpu_count() or 1) // max(1, local_world) - data_workers)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def cleanup_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
