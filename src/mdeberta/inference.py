@@ -1,0 +1,227 @@
+"""Inference with NLI classifiers: batched pair classification and zero-shot text classification.
+
+Zero-shot classification turns each candidate label into a hypothesis ("This example is {label}.") and asks
+the NLI model whether the text entails it, exactly like transformers' ``zero-shot-classification`` pipeline:
+
+* single-label (default): softmax over the candidates' *entailment* logits, scores sum to 1;
+* multi-label (or a single candidate): per candidate, softmax over (contradiction, entailment) logits and the
+  entailment probability is the score, independently per label.
+
+Because mDeBERTa is multilingual, texts, labels and template may be in any language the model knows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mdeberta.data.nli import ID2LABEL, LABEL2ID, LABELS, NLIExample, collate, encode_examples
+
+logger = logging.getLogger("mdeberta.inference")
+
+DEFAULT_TEMPLATE = "This example is {}."
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_label_names(config: Any) -> list[str]:
+    """The label name of each output index of a classifier, lower-cased.
+
+    A head trained here or by most hub NLI models names its labels; a generic head (LABEL_0, ...) with three
+    outputs is assumed to follow this project's order (entailment, neutral, contradiction).
+    """
+    names = [str(config.id2label[i]).lower() for i in range(config.num_labels)]
+    if all(n.startswith("label_") for n in names) and len(names) == len(LABELS):
+        logger.warning("model labels are generic (%s); assuming the order %s", names, list(LABELS))
+        return list(LABELS)
+    return names
+
+
+def nli_output_order(config: Any) -> list[int]:
+    """For each canonical label id (entailment, neutral, contradiction) the model's output index.
+
+    Raises ValueError when the head does not have exactly those three labels.
+    """
+    names = model_label_names(config)
+    if sorted(names) != sorted(LABELS):
+        raise ValueError(
+            f"the model's classification head has labels {names}; NLI needs exactly {list(LABELS)} "
+            "(fine-tune a new head with `mdeberta finetune`)"
+        )
+    return [names.index(label) for label in LABELS]
+
+
+def load_classifier(
+    model_path: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[Any, Any]:
+    """(model in eval mode on ``device``, tokenizer) from a fine-tuned folder or hub id.
+
+    A checkpoint without a trained classification head would predict noise; that is an error here.
+    """
+    from mdeberta.model import DebertaForSequenceClassification
+    from mdeberta.tokenizer import DebertaTokenizer
+
+    model = DebertaForSequenceClassification.from_pretrained(model_path)
+    missing = [k for k in getattr(model, "loading_info", {}).get("missing", []) if k.startswith("classifier")]
+    if missing:
+        raise ValueError(
+            f"{model_path} has no trained classification head (missing {missing}); fine-tune it first "
+            "(`mdeberta finetune` or `mdeberta xnli`)"
+        )
+    tokenizer = DebertaTokenizer.from_pretrained(tokenizer_path or model_path)
+    if len(tokenizer) > model.config.vocab_size:
+        raise ValueError(f"tokenizer {tokenizer_path or model_path} has {len(tokenizer)} tokens but the model's "
+                         f"vocab_size is {model.config.vocab_size}: they do not belong together")
+    return model.to(device or default_device()).eval(), tokenizer
+
+
+@torch.no_grad()
+def predict_logits(
+    model: Any, tokenizer: Any, examples: Sequence[NLIExample], batch_size: int = 64, max_length: int = 256,
+    bf16: bool = False, progress: bool = False,
+) -> torch.Tensor:
+    """(N, num_labels) float32 logits in the order of ``examples``.
+
+    Examples are run sorted by length so that a batch wastes little padding; the order is restored after.
+    """
+    if not examples:
+        return torch.zeros((0, model.config.num_labels))
+    features = encode_examples(tokenizer, examples, max_length)
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = torch.empty((len(features), model.config.num_labels))
+    starts = range(0, len(order), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="predict", unit="batch", leave=False)
+    for start in starts:
+        idx = order[start:start + batch_size]
+        batch = collate([{**features[i], "label": None} for i in idx], tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(**batch).logits
+        out[torch.tensor(idx)] = logits.float().cpu()
+    model.train(was_training)
+    return out
+
+
+@dataclass
+class PairPrediction:
+    label: str
+    probabilities: dict[str, float]
+
+
+def classify_pairs(
+    model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 64, max_length: int = 256,
+) -> list[PairPrediction]:
+    """NLI label and per-label probabilities for (premise, hypothesis) pairs."""
+    order = nli_output_order(model.config)
+    examples = [NLIExample(p, h, None, index=i) for i, (p, h) in enumerate(pairs)]
+    probs = predict_logits(model, tokenizer, examples, batch_size, max_length).softmax(-1)[:, order]
+    return [
+        PairPrediction(ID2LABEL[int(row.argmax())], {name: round(float(row[i]), 6) for i, name in enumerate(LABELS)})
+        for row in probs
+    ]
+
+
+# --------------------------------------------------------------------------- zero-shot
+def _entailment_and_contradiction_ids(config: Any) -> tuple[int, int]:
+    names = model_label_names(config)
+    entail = next((i for i, n in enumerate(names) if n.startswith("entail")), None)
+    if entail is None:
+        raise ValueError(f"zero-shot classification needs an NLI model with an 'entailment' label; it has {names}")
+    contra = next((i for i, n in enumerate(names) if n.startswith("contradict")), None)
+    if contra is None:  # transformers' fallback: the other end of the label list
+        contra = len(names) - 1 if entail == 0 else 0
+    return entail, contra
+
+
+class ZeroShotClassifier:
+    """Classify texts into arbitrary labels with an NLI model (transformers' zero-shot pipeline semantics).
+
+    >>> clf = ZeroShotClassifier.from_pretrained("out/xnli/best")          # doctest: +SKIP
+    >>> clf("Der Akku hält zwei Tage.", ["technology", "sports"])           # doctest: +SKIP
+    {'sequence': ..., 'labels': ['technology', 'sports'], 'scores': [0.93, 0.07]}
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32, max_length: int = 256) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.max_length = batch_size, max_length
+        self.entailment_id, self.contradiction_id = _entailment_and_contradiction_ids(model.config)
+
+    @classmethod
+    def from_pretrained(cls, model_path: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
+                        device: torch.device | str | None = None, **kwargs: Any) -> ZeroShotClassifier:
+        model, tokenizer = load_classifier(model_path, tokenizer_path, device)
+        return cls(model, tokenizer, **kwargs)
+
+    def scores(
+        self, sequences: Sequence[str], candidate_labels: Sequence[str], hypothesis_template: str = DEFAULT_TEMPLATE,
+        multi_label: bool = False,
+    ) -> torch.Tensor:
+        """(num_sequences, num_labels) scores in the order of ``candidate_labels``."""
+        labels = _check_labels(candidate_labels)
+        if "{}" not in hypothesis_template:
+            raise ValueError(f"hypothesis_template must contain '{{}}' for the label, got {hypothesis_template!r}")
+        if not sequences or any(not isinstance(s, str) or not s.strip() for s in sequences):
+            raise ValueError("sequences must be a non-empty list of non-empty strings")
+        hypotheses = [hypothesis_template.format(label) for label in labels]
+        examples = [NLIExample(seq, hyp, None) for seq in sequences for hyp in hypotheses]
+        logits = predict_logits(self.model, self.tokenizer, examples, self.batch_size, self.max_length)
+        logits = logits.view(len(sequences), len(labels), -1)
+        if multi_label or len(labels) == 1:
+            pair = logits[..., [self.contradiction_id, self.entailment_id]]
+            return pair.softmax(-1)[..., 1]
+        return logits[..., self.entailment_id].softmax(-1)
+
+    def __call__(
+        self, sequences: str | Sequence[str], candidate_labels: str | Sequence[str],
+        hypothesis_template: str = DEFAULT_TEMPLATE, multi_label: bool = False,
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        """Like the transformers pipeline: per sequence ``{"sequence", "labels", "scores"}``, best label first."""
+        single = isinstance(sequences, str)
+        seqs = [sequences] if single else list(sequences)
+        labels = _check_labels(candidate_labels)
+        scores = self.scores(seqs, labels, hypothesis_template, multi_label)
+        results = []
+        for seq, row in zip(seqs, scores.tolist()):
+            ranked = sorted(range(len(labels)), key=lambda i: -row[i])
+            results.append({"sequence": seq, "labels": [labels[i] for i in ranked],
+                            "scores": [row[i] for i in ranked]})
+        return results[0] if single else results
+
+
+def _check_labels(candidate_labels: str | Sequence[str]) -> list[str]:
+    if isinstance(candidate_labels, str):
+        candidate_labels = [s.strip() for s in candidate_labels.split(",")]
+    labels = [s for s in candidate_labels if isinstance(s, str) and s.strip()]
+    if not labels or len(labels) != len(candidate_labels):
+        raise ValueError(f"candidate_labels must be non-empty strings, got {list(candidate_labels)!r}")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"candidate_labels contain duplicates: {labels}")
+    return labels
+
+
+def zero_shot_classify(
+    model: Any, tokenizer: Any, sequences: str | Sequence[str], candidate_labels: str | Sequence[str],
+    hypothesis_template: str = DEFAULT_TEMPLATE, multi_label: bool = False,
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """Functional form of :class:`ZeroShotClassifier`."""
+    return ZeroShotClassifier(model, tokenizer)(sequences, candidate_labels, hypothesis_template, multi_label)
+
+
+__all__ = [
+    "DEFAULT_TEMPLATE", "LABEL2ID", "PairPrediction", "ZeroShotClassifier", "classify_pairs", "load_classifier",
+    "nli_output_order", "predict_logits", "zero_shot_classify",
+]

@@ -1,0 +1,219 @@
+"""``mdeberta evaluate``: XNLI accuracy per language, as a table in the published layout, JSON, a plot and a
+per-example prediction file from which every number can be recomputed.
+
+    mdeberta evaluate --model out/xnli/best --task xnli --languages all --eval-dir ../shared/data/xnli
+
+Outputs (``--output-dir``, default ``<model>/eval-xnli-<split>``): ``xnli_<split>.md``, ``xnli_<split>.json``,
+``xnli_<split>.png`` and ``predictions_<split>.jsonl`` (language, index, premise, hypothesis, gold, predicted,
+probabilities).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mdeberta.checkpoint import atomic_save, atomic_write_text
+from mdeberta.data.nli import LABELS, XNLI_LANGUAGES, NLIDataError, NLIExample, load_xnli, read_nli_file
+
+logger = logging.getLogger("mdeberta.evaluate")
+
+# Zero-shot cross-lingual transfer (train on English MultiNLI, test on each XNLI language); from the DeBERTa-V3
+# paper (He et al., 2021, Table 7) and XLM-R (Conneau et al., 2020). Same numbers as
+# shared/reference/xnli_published.json, kept here so that reports do not depend on that folder.
+PUBLISHED: dict[str, dict[str, float]] = {
+    "XLM-R-base": {"avg": 76.2, "en": 85.8, "fr": 79.7, "es": 80.7, "de": 78.7, "el": 77.5, "bg": 79.6, "ru": 78.1,
+                   "tr": 74.2, "ar": 73.8, "vi": 76.5, "th": 74.6, "zh": 76.7, "hi": 72.4, "sw": 66.5, "ur": 68.3},
+    "mDeBERTa-V3-base": {"avg": 79.8, "en": 88.2, "fr": 82.6, "es": 84.4, "de": 82.7, "el": 82.3, "bg": 82.4,
+                         "ru": 80.8, "tr": 79.5, "ar": 78.5, "vi": 78.1, "th": 76.4, "zh": 79.5, "hi": 75.9,
+                         "sw": 73.9, "ur": 72.4},
+}
+TABLE_COLUMNS = ("avg", *XNLI_LANGUAGES)
+
+
+# --------------------------------------------------------------------------- scoring
+def evaluate_examples(
+    model: Any, tokenizer: Any, examples: Sequence[NLIExample], batch_size: int = 64, max_length: int = 256,
+    bf16: bool = False,
+) -> tuple[float, list[dict[str, Any]]]:
+    """Accuracy (percent) and one prediction record per example (labels by name, probabilities per label)."""
+    from mdeberta.inference import nli_output_order, predict_logits
+
+    order = nli_output_order(model.config)
+    probs = predict_logits(model, tokenizer, examples, batch_size, max_length, bf16=bf16).softmax(-1)[:, order]
+    records, correct = [], 0
+    for ex, row in zip(examples, probs.tolist()):
+        predicted = max(range(len(LABELS)), key=lambda i: row[i])
+        correct += int(predicted == ex.label)
+        records.append({
+            "language": ex.language, "index": ex.index, "premise": ex.premise, "hypothesis": ex.hypothesis,
+            "gold": LABELS[ex.label] if ex.label is not None else None, "predicted": LABELS[predicted],
+            "probabilities": {name: round(p, 6) for name, p in zip(LABELS, row)},
+        })
+    return 100.0 * correct / max(1, len(examples)), records
+
+
+def evaluate_xnli(
+    model: Any, tokenizer: Any, data: dict[str, list[NLIExample]], batch_size: int = 64, max_length: int = 256,
+    bf16: bool = False,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Per-language accuracy (percent), their average, example counts; and all prediction records."""
+    accuracy, counts, records = {}, {}, []
+    for lang, examples in data.items():
+        start = time.perf_counter()
+        accuracy[lang], recs = evaluate_examples(model, tokenizer, examples, batch_size, max_length, bf16)
+        counts[lang] = len(examples)
+        records += recs
+        logger.info("xnli %s: %.2f%% of %d (%.1fs)", lang, accuracy[lang], len(examples), time.perf_counter() - start)
+    avg = sum(accuracy.values()) / len(accuracy)
+    return {"avg": avg, "accuracy": accuracy, "num_examples": counts}, records
+
+
+def accuracy_from_predictions(path: str | os.PathLike) -> dict[str, float]:
+    """Recompute per-language accuracy (percent) from a predictions file: the check anyone can run."""
+    hits: dict[str, list[int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            hits.setdefault(r["language"] or "all", []).append(int(r["gold"] == r["predicted"]))
+    return {lang: 100.0 * sum(h) / len(h) for lang, h in hits.items()}
+
+
+# --------------------------------------------------------------------------- reports
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def markdown_table(rows: dict[str, dict[str, float]]) -> str:
+    """Rows (name -> {"avg", lang: percent}) as a Markdown table in the published column order."""
+    lines = ["| model | " + " | ".join(TABLE_COLUMNS) + " |", "|---|" + "---:|" * len(TABLE_COLUMNS)]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in TABLE_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def result_row(results: dict[str, Any]) -> dict[str, float]:
+    return {"avg": results["avg"], **results["accuracy"]}
+
+
+def plot_xnli(rows: dict[str, dict[str, float]], path: str | os.PathLike, title: str = "XNLI accuracy") -> None:
+    """Grouped bar chart: one group per column (avg + languages), one bar per row; PNG written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [c for c in TABLE_COLUMNS if any(c in r for r in rows.values())]
+    width = 0.8 / max(1, len(rows))
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(columns)), 4.2))
+    for k, (name, row) in enumerate(rows.items()):
+        xs = [i + (k - (len(rows) - 1) / 2) * width for i in range(len(columns))]
+        ax.bar(xs, [row.get(c, 0.0) for c in columns], width, label=name)
+    ax.axhline(100 / 3, color="grey", linestyle=":", linewidth=1, label="chance (33.3)")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper right", ncols=2)
+    fig.tight_layout()
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+
+
+def write_xnli_report(
+    results: dict[str, Any], records: list[dict[str, Any]], output_dir: str | os.PathLike, name: str, split: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write the table (this run + published rows), JSON, plot and predictions; return their paths."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / f"{stem}_{split}.{ext}" for k, stem, ext in (
+        ("markdown", "xnli", "md"), ("json", "xnli", "json"), ("plot", "xnli", "png"),
+        ("predictions", "predictions", "jsonl"))}
+    rows = {name: result_row(results), **PUBLISHED}
+    n_langs = len(results["accuracy"])
+    note = "" if n_langs == len(XNLI_LANGUAGES) else (
+        f"\nThis run's avg is over the {n_langs} evaluated language(s); the published avg is over all 15.\n")
+    capped = sorted(set(results["num_examples"].values()))
+    md = (f"# XNLI ({split}) — {name}\n\n" + markdown_table(rows) + note +
+          f"\nAccuracy in percent; examples per language: {', '.join(map(str, capped))}. "
+          f"Published rows: fine-tuned on English MultiNLI only. Predictions: `{paths['predictions'].name}`.\n")
+    atomic_write_text(paths["markdown"], md)
+    payload = {"name": name, "split": split, **results, "published": PUBLISHED,
+               "predictions_file": paths["predictions"].name, **(extra or {})}
+    atomic_write_text(paths["json"], json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(paths["predictions"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    plot_xnli(rows, paths["plot"], title=f"XNLI {split} accuracy: {name} vs published")
+    logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return paths
+
+
+# --------------------------------------------------------------------------- CLI
+def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from mdeberta.inference import load_classifier
+
+    model, tokenizer = load_classifier(args.model, args.tokenizer, args.device)
+    name = args.name or Path(str(args.model).rstrip("/")).name
+    if args.task == "xnli":
+        data = load_xnli(args.eval_dir, args.split, args.languages, args.max_eval_examples)
+    else:
+        if not args.eval_file:
+            raise NLIDataError("--task nli needs --eval-file")
+        examples = read_nli_file(args.eval_file, max_examples=args.max_eval_examples)
+        data = {"all": [NLIExample(e.premise, e.hypothesis, e.label, "all", e.index) for e in examples]}
+    start = time.perf_counter()
+    results, records = evaluate_xnli(model, tokenizer, data, args.eval_batch_size, args.max_seq_length, args.bf16)
+    results["eval_seconds"] = round(time.perf_counter() - start, 1)
+    output_dir = args.output_dir or Path(args.model) / f"eval-{args.task}-{args.split}"
+    if args.task == "xnli":
+        paths = write_xnli_report(results, records, output_dir, name, args.split, {"model": str(args.model)})
+        print(Path(paths["markdown"]).read_text(encoding="utf-8"))
+    else:
+        out = Path(output_dir)
+        atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        atomic_write_text(out / "results.json", json.dumps({"model": str(args.model), **results}, indent=2) + "\n")
+        print(f"accuracy {results['avg']:.2f}% on {len(records)} examples; wrote {out}")
+    return results
+
+
+def add_eval_arguments(p: argparse.ArgumentParser, standalone: bool = True) -> None:
+    """XNLI data options shared by ``evaluate`` and ``xnli`` (``standalone`` adds those ``finetune`` also has)."""
+    p.add_argument("--languages", default="all", help="'all' or a comma list of XNLI codes (en,fr,...)")
+    p.add_argument("--split", default="test", choices=["test", "dev"], help="XNLI split to evaluate")
+    p.add_argument("--eval-dir", default="facebook/xnli",
+                   help="folder of xnli.{split}.{lang}.tsv[.gz] files, an XNLI-1.0 folder/file, or facebook/xnli")
+    p.add_argument("--max-eval-examples", type=int, default=None, help="cap examples per language (quick runs)")
+    if standalone:
+        p.add_argument("--eval-batch-size", type=int, default=64)
+        p.add_argument("--max-seq-length", type=int, default=256, help="pairs are truncated longest-first to this")
+        p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    try:
+        run_evaluate(args)
+    except (NLIDataError, ValueError, OSError) as e:
+        logger.error("%s", e)
+        return 2
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="XNLI / NLI accuracy of a fine-tuned model (table, JSON, plot)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="fine-tuned model folder or hub id")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
+    p.add_argument("--task", default="xnli", choices=["xnli", "nli"],
+                   help="xnli: per-language table; nli: accuracy on one --eval-file")
+    p.add_argument("--eval-file", default=None, help="NLI file for --task nli")
+    p.add_argument("--output-dir", default=None, help="default: <model>/eval-<task>-<split>")
+    p.add_argument("--name", default=None, help="row name in the table (default: model folder name)")
+    add_eval_arguments(p)
+    p.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,144 @@
+"""``mdeberta predict`` (NLI on pairs) and ``mdeberta zero-shot`` (text classification through NLI).
+
+    echo '{"premise": "A man plays guitar.", "hypothesis": "Someone makes music."}' | mdeberta predict --model M
+    mdeberta predict --model M --input pairs.tsv --output preds.jsonl
+    mdeberta zero-shot --model M --labels "sport,politik,wirtschaft" "Der FC gewann 3:0."
+    mdeberta zero-shot --model M --labels "urgent,billing" --multi-label --input texts.txt
+
+Both write one JSON object per line. ``predict`` reads JSONL objects with premise/hypothesis keys, or TSV lines
+``premise<TAB>hypothesis`` (a header line naming the columns is allowed); ``zero-shot`` reads one text per line
+(or texts given as arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from mdeberta.data.nli import HYPOTHESIS_KEYS, PREMISE_KEYS, NLIDataError, _open_text
+from mdeberta.inference import DEFAULT_TEMPLATE
+
+logger = logging.getLogger("mdeberta.predict")
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    if path == "-":
+        yield from enumerate(sys.stdin, start=1)
+        return
+    if not Path(path).is_file():
+        raise NLIDataError(f"input file not found: {path}")
+    with _open_text(Path(path)) as f:
+        yield from enumerate(f, start=1)
+
+
+def read_pairs(path: str) -> list[tuple[str, str]]:
+    """Pairs from JSONL or TSV (file or '-' for stdin); a line that is neither is an error naming the line."""
+    pairs: list[tuple[str, str]] = []
+    for line_no, line in _lines(path):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                obj = {k.lower(): v for k, v in json.loads(line).items()}
+            except (json.JSONDecodeError, AttributeError) as e:
+                raise NLIDataError(f"{path}:{line_no}: invalid JSON ({e})") from e
+            p = next((obj[k] for k in PREMISE_KEYS if k in obj), None)
+            h = next((obj[k] for k in HYPOTHESIS_KEYS if k in obj), None)
+            if not isinstance(p, str) or not isinstance(h, str):
+                raise NLIDataError(f"{path}:{line_no}: expected string keys premise and hypothesis, got {sorted(obj)}")
+            pairs.append((p, h))
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise NLIDataError(f"{path}:{line_no}: expected 'premise<TAB>hypothesis' or a JSON object")
+        if line_no == 1 and fields[0].strip().lower() in PREMISE_KEYS:
+            continue  # header
+        pairs.append((fields[0], fields[1]))
+    if not pairs:
+        raise NLIDataError(f"no premise/hypothesis pairs in {'stdin' if path == '-' else path}")
+    return pairs
+
+
+def _open_output(path: str) -> IO[str]:
+    if path == "-":
+        return sys.stdout
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "w", encoding="utf-8")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mdeberta.inference import classify_pairs, load_classifier
+
+    try:
+        pairs = read_pairs(args.input)
+        model, tokenizer = load_classifier(args.model, args.tokenizer, args.device)
+        predictions = classify_pairs(model, tokenizer, pairs, args.batch_size, args.max_seq_length)
+    except (NLIDataError, ValueError, OSError) as e:
+        logger.error("%s", e)
+        return 2
+    out = _open_output(args.output)
+    try:
+        for (p, h), pred in zip(pairs, predictions):
+            out.write(json.dumps({"premise": p, "hypothesis": h, "label": pred.label,
+                                  "probabilities": pred.probabilities}, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def cmd_zero_shot(args: argparse.Namespace) -> int:
+    from mdeberta.inference import ZeroShotClassifier
+
+    try:
+        texts = list(args.texts) or [line.rstrip("\r\n") for _, line in _lines(args.input) if line.strip()]
+        if not texts:
+            raise NLIDataError("no texts: give them as arguments or with --input FILE / '-' for stdin")
+        clf = ZeroShotClassifier.from_pretrained(args.model, args.tokenizer, args.device,
+                                                 batch_size=args.batch_size, max_length=args.max_seq_length)
+        results = clf(texts, args.labels, args.template, args.multi_label)
+    except (NLIDataError, ValueError, OSError) as e:
+        logger.error("%s", e)
+        return 2
+    out = _open_output(args.output)
+    try:
+        for r in results:
+            out.write(json.dumps(r, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="fine-tuned NLI model folder or hub id")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
+    p.add_argument("--output", default="-", help="JSON lines output file ('-' = stdout)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-seq-length", type=int, default=256)
+    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("predict", help="NLI predictions for premise/hypothesis pairs (JSON lines out)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", default="-", help="JSONL or TSV pairs file ('-' = stdin)")
+    _common(p)
+    p.set_defaults(func=cmd_predict)
+
+    z = subparsers.add_parser("zero-shot", help="zero-shot text classification through an NLI model",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    z.add_argument("texts", nargs="*", help="texts to classify (or use --input)")
+    z.add_argument("--labels", required=True, help="comma-separated candidate labels")
+    z.add_argument("--template", default=DEFAULT_TEMPLATE, help="hypothesis template with {} for the label")
+    z.add_argument("--multi-label", action="store_true",
+                   help="score labels independently (entailment vs contradiction) instead of a softmax over labels")
+    z.add_argument("--input", default="-", help="one text per line ('-' = stdin) when no texts are given")
+    _common(z)
+    z.set_defaults(func=cmd_zero_shot)
