@@ -119,8 +119,11 @@ def test_output_attentions_falls_back_to_reference_probabilities():
     torch.testing.assert_close(probs, ref_probs)
 
 
-def test_auto_backend_is_sdpa_on_cpu():
+def test_auto_backend_on_cpu_is_sdpa_for_inference_and_reference_for_training():
     assert select_backend(torch.zeros(1)) is sdpa_attention
+    assert select_backend(torch.zeros(1, requires_grad=True)) is reference_attention
+    with torch.no_grad():
+        assert select_backend(torch.zeros(1, requires_grad=True)) is sdpa_attention
     model = mdeberta.DebertaModel(config("v3"))
     assert {m.backend for m in model.modules() if hasattr(m, "position_projections")} == {"auto"}
 
