@@ -135,7 +135,7 @@ def test_finetuning_learns_a_learnable_task(tiny_backbone, tmp_path):
     out = tmp_path / "learn"
     assert main(["finetune", "--model", str(tiny_backbone), "--train-file", str(data["train"]), "--dev-file",
                  str(data["dev"]), "--output-dir", str(out), "--max-steps", "150", "--batch-size", "16",
-                 "--learning-rate", "3e-4", "--warmup-steps", "10", "--eval-every", "50", "--save-every", "1000",
+                 "--learning-rate", "1e-3", "--warmup-steps", "10", "--eval-every", "50", "--save-every", "1000",
                  "--log-every", "25", "--device", "cpu"]) == 0
     info = json.loads((out / "best" / "training_info.json").read_text())
     assert info["dev_accuracy"] > 55
