@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from mdeberta.data.nli import (
     scan_nli_file,
     shard_batches,
 )
+from nli_helpers import write_text
 
 SHARED = Path(os.environ.get("MDEBERTA_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
 XNLI_1_0_HEADER = ("language gold_label sentence1_binary_parse sentence2_binary_parse sentence1_parse sentence2_parse "
@@ -39,13 +39,6 @@ XNLI_1_0_HEADER = ("language gold_label sentence1_binary_parse sentence2_binary_
                    "sentence1_tokenized sentence2_tokenized match").split()
 
 
-def write(path: Path, text: str) -> Path:
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "wt", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
 
 
 def xnli_1_0_row(lang: str, label: str, s1: str, s2: str) -> str:
@@ -80,7 +73,7 @@ def test_unknown_label_is_an_error_naming_place_and_allowed_values(value):
 def test_per_language_tsv_gz_folder(tmp_path):
     for lang in XNLI_LANGUAGES:
         rows = "".join(f"{lang} premise {i}\t{lang} hypothesis {i}\t{LABELS[i % 3]}\n" for i in range(5))
-        write(tmp_path / f"xnli.test.{lang}.tsv.gz", "premise\thypothesis\tlabel\n" + rows)
+        write_text(tmp_path / f"xnli.test.{lang}.tsv.gz", "premise\thypothesis\tlabel\n" + rows)
     data = load_xnli(tmp_path, "test", "all", max_examples_per_language=4)
     assert list(data) == list(XNLI_LANGUAGES)
     assert all(len(v) == 4 for v in data.values())
@@ -95,7 +88,7 @@ def test_xnli_1_0_layout_with_language_column(tmp_path):
     for lang in ("en", "fr", "de"):
         for i in range(3):
             text += xnli_1_0_row(lang, LABELS[i], f"{lang} p{i}", f"{lang} h{i}")
-    write(tmp_path / "xnli.dev.tsv", text)
+    write_text(tmp_path / "xnli.dev.tsv", text)
     data = load_xnli(tmp_path, "dev", "fr,en")  # the folder has no per-language files: the combined one is used
     assert list(data) == ["fr", "en"]
     assert [(e.premise, e.hypothesis, e.label, e.index) for e in data["fr"]] == [
@@ -117,16 +110,16 @@ def test_multinli_jsonl_skips_rows_without_gold_label(tmp_path, name):
         {"gold_label": "-", "sentence1": "Unsure.", "sentence2": "Maybe."},
         {"gold_label": "contradiction", "sentence1": "It is day.", "sentence2": "It is night."},
     ]
-    path = write(tmp_path / name, "".join(json.dumps(r) + "\n" for r in rows))
+    path = write_text(tmp_path / name, "".join(json.dumps(r) + "\n" for r in rows))
     examples, report = scan_nli_file(path)
     assert [(e.premise, e.label) for e in examples] == [("A man sleeps.", 1), ("It is day.", 2)]
     assert report.no_gold_label == [2] and report.malformed == []
 
 
 def test_plain_tsv_with_integer_labels_and_single_sequence(tmp_path):
-    pairs = write(tmp_path / "p.tsv", "sentence1\tsentence2\tlabel\na\tb\t0\nc\td\t2\n")
+    pairs = write_text(tmp_path / "p.tsv", "sentence1\tsentence2\tlabel\na\tb\t0\nc\td\t2\n")
     assert [e.label for e in read_nli_file(pairs)] == [0, 2]
-    single = write(tmp_path / "s.tsv", "text\tlabel\nonly one text\tneutral\n")
+    single = write_text(tmp_path / "s.tsv", "text\tlabel\nonly one text\tneutral\n")
     assert read_nli_file(single) == [NLIExample("only one text", None, 1, None, 0)]
 
 
@@ -138,41 +131,41 @@ def test_malformed_rows_are_skipped_and_logged_with_line_numbers(tmp_path, caplo
             "missing fields\n"                     # line 5
             "\n"                                   # blank lines are ignored
             "good two\thyp\tcontradiction\n")      # line 7
-    path = write(tmp_path / "bad.tsv", text)
+    path = write_text(tmp_path / "bad.tsv", text)
     with caplog.at_level(logging.INFO, logger="mdeberta.data.nli"):
         examples, report = scan_nli_file(path)
     assert [e.premise for e in examples] == ["good one", "good two"]
     assert [n for n, _ in report.malformed] == [3, 4, 5]
     assert "skipped 3 malformed row(s)" in caplog.text and "line 3" in caplog.text and "line 5" in caplog.text
 
-    jsonl = write(tmp_path / "bad.jsonl", '{"premise": "a", "hypothesis": "b", "label": 0}\n{not json\n[1, 2]\n'
+    jsonl = write_text(tmp_path / "bad.jsonl", '{"premise": "a", "hypothesis": "b", "label": 0}\n{not json\n[1, 2]\n'
                                           '{"hypothesis": "no premise", "label": 1}\n')
     examples, report = scan_nli_file(jsonl)
     assert len(examples) == 1 and [n for n, _ in report.malformed] == [2, 3, 4]
 
 
 def test_unknown_label_in_a_file_names_file_and_line(tmp_path):
-    path = write(tmp_path / "x.tsv", "premise\thypothesis\tlabel\na\tb\tentailment\nc\td\tmaybe\n")
+    path = write_text(tmp_path / "x.tsv", "premise\thypothesis\tlabel\na\tb\tentailment\nc\td\tmaybe\n")
     with pytest.raises(NLIDataError, match=r"x\.tsv:3: unknown NLI label 'maybe'"):
         read_nli_file(path)
 
 
 def test_empty_and_unusable_files(tmp_path):
     with pytest.raises(NLIDataError, match="empty file"):
-        read_nli_file(write(tmp_path / "e.tsv", ""))
+        read_nli_file(write_text(tmp_path / "e.tsv", ""))
     with pytest.raises(NLIDataError, match="empty file"):
-        read_nli_file(write(tmp_path / "e.jsonl.gz", "\n"))
+        read_nli_file(write_text(tmp_path / "e.jsonl.gz", "\n"))
     with pytest.raises(NLIDataError, match="no usable NLI examples"):
-        read_nli_file(write(tmp_path / "h.tsv", "premise\thypothesis\tlabel\n"))
+        read_nli_file(write_text(tmp_path / "h.tsv", "premise\thypothesis\tlabel\n"))
     with pytest.raises(NLIDataError, match="no premise column"):
-        read_nli_file(write(tmp_path / "c.tsv", "foo\tbar\n1\t2\n"))
+        read_nli_file(write_text(tmp_path / "c.tsv", "foo\tbar\n1\t2\n"))
     with pytest.raises(NLIDataError, match="not found"):
         read_nli_file(tmp_path / "nope.tsv")
 
 
 def test_load_nli_concatenates_and_samples_every_source(tmp_path):
-    a = write(tmp_path / "a.tsv", "premise\thypothesis\tlabel\n" + "a\tb\tneutral\n" * 50)
-    b = write(tmp_path / "b.tsv", "premise\thypothesis\tlabel\n" + "c\td\tentailment\n" * 50)
+    a = write_text(tmp_path / "a.tsv", "premise\thypothesis\tlabel\n" + "a\tb\tneutral\n" * 50)
+    b = write_text(tmp_path / "b.tsv", "premise\thypothesis\tlabel\n" + "c\td\tentailment\n" * 50)
     assert len(load_nli([a, b])) == 100
     capped = load_nli([a, b], max_examples=20, seed=3)
     assert len(capped) == 20 and {e.premise for e in capped} == {"a", "c"}

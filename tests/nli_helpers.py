@@ -7,7 +7,7 @@ import os
 import random
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MDEBERTA_SHARED", REPO.parent / "shared"))
 XNLI_DIR = SHARED / "data" / "xnli"
 NLI_EN_DIR = SHARED / "data" / "nli_en"
@@ -35,14 +35,18 @@ def synthetic_pairs(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
     return rows
 
 
-def write_tsv(path: Path, rows: list[tuple[str, ...]], header: str = "premise\thypothesis\tlabel") -> Path:
-    text = header + "\n" + "".join("\t".join(r) + "\n" for r in rows)
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path``, gzip-compressed when the name ends in .gz."""
     if path.name.endswith(".gz"):
         with gzip.open(path, "wt", encoding="utf-8") as f:
             f.write(text)
     else:
         path.write_text(text, encoding="utf-8")
     return path
+
+
+def write_tsv(path: Path, rows: list[tuple[str, ...]], header: str = "premise\thypothesis\tlabel") -> Path:
+    return write_text(path, header + "\n" + "".join("\t".join(r) + "\n" for r in rows))
 
 
 def tokenizer_text(folder: Path) -> Path:
