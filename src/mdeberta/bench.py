@@ -10,7 +10,7 @@ load average. Modes:
   copy of both models;
 * ``train-bf16-lazy``: the same, ours with :class:`mdeberta.kernels.lazy_adamw.LazyAdamW`, theirs with AdamW.
 
-Reported per row: tokens/s, ours/theirs ratio, peak RSS growth during the timed runs (sampled), achieved GFLOP/s
+Reported per row: tokens/s, ours/theirs ratio, peak memory of one extra step (see :func:`peak_memory`), achieved GFLOP/s
 (nominal model FLOPs, identical for both, so the ratio is the speed ratio) as a fraction of the 2048^3 matmul
 measured in the same run, and max |logit diff| against transformers' fp32 output (plus argmax agreement for bf16).
 """
@@ -18,7 +18,9 @@ measured in the same run, and max |logit diff| against transformers' fp32 output
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import ctypes
 import json
 import os
 import platform
@@ -67,6 +69,46 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._rss() - self.base)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018  (both exist on glibc only)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def exact_rss():
+    """Make RSS follow live tensor memory: every allocation >= 64 KiB gets its own mapping, returned on free.
+
+    By default glibc keeps freed blocks (up to 32 MiB each) for reuse, so after a warm-up step a forward pass
+    allocates nothing new and RSS growth reads 0. Inside this block the mmap threshold is 64 KiB; on exit it is
+    set to 32 MiB, the value glibc's dynamic threshold settles at after large frees, so later timings see the
+    allocator as before. No-op off glibc.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, 64 << 10)
+        libc.malloc_trim(0)
+    try:
+        yield
+    finally:
+        if libc is not None:
+            libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+
+
+def peak_memory(fn) -> int:
+    """Peak RSS growth (bytes) while ``fn`` runs once, with :func:`exact_rss`: the step's own working memory
+    (activations, gradients, optimizer state created in the step), not what the allocator happened to cache."""
+    with exact_rss(), PeakRSS() as rss:
+        fn()
+    return rss.peak
 
 
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
@@ -198,9 +240,9 @@ def run_cell(ours, theirs, cfg, batch, length, mode, repeats, ceilings, referenc
     for r in range(repeats):
         order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
         for name in order:
-            with PeakRSS() as rss:
-                times[name].append(timed(steps[name]))
-            peaks[name] = max(peaks[name], rss.peak)
+            times[name].append(timed(steps[name]))
+    for name in ("ours", "theirs"):  # after timing: the memory pass changes the allocator's behaviour
+        peaks[name] = peak_memory(steps[name])
     tok = {k: tokens / statistics.median(v) for k, v in times.items()}
     gf = {k: flops / statistics.median(v) / 1e9 for k, v in times.items()}
     row = Row(batch, length, mode, tok["ours"], tok["theirs"], tok["ours"] / tok["theirs"],
@@ -209,6 +251,39 @@ def run_cell(ours, theirs, cfg, batch, length, mode, repeats, ceilings, referenc
     log(f"{batch}x{length} {mode}: ours {tok['ours']:.0f} tok/s, transformers {tok['theirs']:.0f} tok/s, "
         f"ratio {row.ratio:.2f}, load {row.loadavg[0]:.2f}")
     return row
+
+
+def argmax_agreement(ours, theirs, cfg: DebertaConfig, rows: int, length: int = 128,
+                     chunk: int = 32) -> dict[str, dict[str, float]]:
+    """bf16 vs transformers' fp32 on ``rows`` random sequences (random lengths, padded), for both implementations.
+
+    Per implementation: ``agree`` (share of rows with the fp32 argmax), ``mean_abs_err`` (mean |logit error|) and
+    ``max_flip_margin`` (the largest fp32 top-1 minus top-2 logit gap among the rows that flipped: with random
+    weights the logits are close, and a flip at a gap of the size of the error is a near-tie, not a bug).
+    The per-cell agreement only sees the benchmark batch (1 or 8 rows), too few to check a 99% target.
+    """
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(4, cfg.vocab_size, (rows, length), generator=g)
+    lengths = torch.randint(length // 4, length + 1, (rows,), generator=g)
+    mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
+    ids = ids * mask
+    bf16 = {"ours": copy.deepcopy(ours).to(torch.bfloat16), "theirs": copy.deepcopy(theirs).to(torch.bfloat16)}
+    stats = {name: {"agree": 0.0, "mean_abs_err": 0.0, "max_flip_margin": 0.0} for name in bf16}
+    with torch.inference_mode():
+        for start in range(0, rows, chunk):
+            part = slice(start, start + chunk)
+            reference = theirs(input_ids=ids[part], attention_mask=mask[part]).logits.float()
+            top2 = reference.topk(min(2, reference.shape[-1]), dim=-1).values
+            margin = top2[:, 0] - top2[:, -1]
+            for name, model in bf16.items():
+                logits = model(input_ids=ids[part], attention_mask=mask[part]).logits.float()
+                same = logits.argmax(-1) == reference.argmax(-1)
+                stats[name]["agree"] += float(same.sum()) / rows
+                stats[name]["mean_abs_err"] += float((logits - reference).abs().sum()) / reference.numel() / rows * \
+                    reference.shape[0]
+                if not bool(same.all()):
+                    stats[name]["max_flip_margin"] = max(stats[name]["max_flip_margin"], float(margin[~same].max()))
+    return stats
 
 
 # --------------------------------------------------------------------------- reporting
@@ -302,6 +377,11 @@ def run(args: argparse.Namespace) -> int:
                 log(f"{batch}x{length} {mode}: skipped (--skip)")
                 continue
             rows.append(run_cell(ours, theirs, cfg, batch, length, mode, args.repeats, ceilings, reference, log))
+    agreement = None
+    if "infer-bf16" in modes and args.agreement_rows > 0:
+        agreement = argmax_agreement(ours, theirs, cfg, args.agreement_rows)
+        log(f"bf16 argmax agreement with transformers' fp32 over {args.agreement_rows} rows: "
+            f"ours {agreement['ours']['agree']:.1%}, transformers {agreement['theirs']['agree']:.1%}")
     info = machine_info()
     command = "python benchmarks/bench_model.py " + " ".join(sys.argv[1:]) if args.command_line is None \
         else args.command_line
@@ -313,13 +393,20 @@ def run(args: argparse.Namespace) -> int:
         f"column. Matmul 2048^3 ceiling: fp32 {ceilings[torch.float32]:.0f} GFLOP/s, bf16 "
         f"{ceilings[torch.bfloat16]:.0f} GFLOP/s.\n\n" + markdown_table(rows) + "\n"
     )
+    if agreement is not None:
+        a, b = agreement["ours"], agreement["theirs"]
+        body += (f"\nbf16 inference vs transformers' fp32 logits on {args.agreement_rows} random padded sequences "
+                 f"of up to 128 tokens: same argmax ours {a['agree']:.1%} / transformers {b['agree']:.1%}, mean |logit "
+                 f"error| {a['mean_abs_err']:.1e} / {b['mean_abs_err']:.1e}, largest fp32 top-2 gap among flipped "
+                 f"rows {a['max_flip_margin']:.1e} / {b['max_flip_margin']:.1e} (the per-row column above sees "
+                 f"only the benchmark batch).\n")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_model.md").write_text(body)
     (out / "bench_model.json").write_text(json.dumps(
         {"machine": info, "preset": args.preset, "command": command,
          "ceiling_gflops": {"fp32": ceilings[torch.float32], "bf16": ceilings[torch.bfloat16]},
-         "rows": [asdict(r) for r in rows]}, indent=2))
+         "argmax_agreement_bf16": agreement, "rows": [asdict(r) for r in rows]}, indent=2))
     print(body)
     if args.update_benchmarks_md:
         update_benchmarks_md(Path(args.update_benchmarks_md), args.notes_prefix + body if args.notes_prefix else body)
@@ -333,6 +420,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip", default="1x2048:train-bf16,1x2048:train-bf16-lazy",
                    help="cells to skip: BATCHxLEN or BATCHxLEN:MODE, comma separated (default skips 1x2048 training)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per implementation and cell (median)")
+    p.add_argument("--agreement-rows", type=int, default=128,
+                   help="sequences for the bf16-vs-fp32 argmax agreement check (with infer-bf16; 0 skips it)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--output-dir", default="benchmarks/results", help="where bench_model.{md,json} go")
     p.add_argument("--update-benchmarks-md", default=None, metavar="PATH",

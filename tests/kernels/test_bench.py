@@ -40,3 +40,48 @@ def test_tiny_run_writes_table_and_json(tmp_path):
     assert rows[0]["ours_max_diff"] < 1e-4  # same weights as transformers
     assert all(r["ours_tok_s"] > 0 and r["theirs_tok_s"] > 0 for r in rows)
     assert "| 2x16 | infer-fp32 |" in md.read_text()
+
+
+def test_peak_memory_sees_memory_the_allocator_had_cached():
+    """After a warm-up the allocator reuses freed blocks and plain RSS growth reads ~0; peak_memory must not."""
+    import time
+
+    import torch
+
+    def step():
+        x = torch.ones(4 << 20)  # 16 MiB, below glibc's 32 MiB mmap ceiling: cached and reused by default
+        time.sleep(0.05)  # longer than the RSS sampling period
+        return float(x[0])
+
+    for _ in range(3):
+        step()
+    assert bench.peak_memory(step) >= 15 << 20
+
+
+def test_argmax_agreement_counts_rows_against_transformers_fp32(tmp_path):
+    pytest.importorskip("transformers")
+    import torch
+
+    from mdeberta.config import preset
+
+    cfg = preset("deberta-v3-micro", num_labels=3)
+    ours, theirs = bench.build_models(cfg)
+    result = bench.argmax_agreement(ours, theirs, cfg, rows=40, length=16, chunk=16)
+    assert set(result) == {"ours", "theirs"}
+    for stats in result.values():
+        assert 0.0 <= stats["agree"] <= 1.0 and abs(stats["agree"] * 40 - round(stats["agree"] * 40)) < 1e-9
+        assert 0.0 < stats["mean_abs_err"] < 0.1  # bf16 rounding, not zero, not broken
+        assert (stats["max_flip_margin"] > 0) == (stats["agree"] < 1)
+    # A model whose logits are reversed must disagree on (almost) every row: the check really compares argmaxes.
+    with torch.no_grad():
+        ours.classifier.weight.mul_(-1)
+        ours.classifier.bias.mul_(-1)
+    flipped = bench.argmax_agreement(ours, theirs, cfg, rows=40, length=16, chunk=16)
+    assert flipped["ours"]["agree"] < 0.2 and flipped["theirs"] == result["theirs"]
+    assert flipped["ours"]["max_flip_margin"] > 0
+    rc = bench.main(["--preset", "deberta-v3-micro", "--shapes", "2x16", "--modes", "infer-bf16", "--repeats", "1",
+                     "--agreement-rows", "8", "--output-dir", str(tmp_path), "--quiet"])
+    assert rc == 0
+    data = json.loads((tmp_path / "bench_model.json").read_text())
+    assert set(data["argmax_agreement_bf16"]) == {"ours", "theirs"}
+    assert "same argmax ours" in (tmp_path / "bench_model.md").read_text()

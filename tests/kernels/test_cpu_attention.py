@@ -1,4 +1,4 @@
-"""The fused SDPA backend and the compact/cached position tables against the reference attention."""
+"""The CPU backends (cache-tiled, fused SDPA) and the compact/cached position tables against the reference."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import mdeberta
 from mdeberta.config import preset
 from mdeberta.kernels import cpu_attention, select_backend
-from mdeberta.kernels.cpu_attention import distance_slots, sdpa_attention
+from mdeberta.kernels.cpu_attention import blocked_attention, distance_slots, sdpa_attention
 from mdeberta.model.attention import (
     compact_relative_position_slots,
     reference_attention,
@@ -17,6 +17,7 @@ from mdeberta.model.attention import (
 
 # (position_buckets, max_relative_positions): mDeBERTa's log buckets, few buckets, plain clamped distances (V1/V2).
 SLOT_CONFIGS = {"v3": (256, -1), "few-buckets": (8, 32), "no-buckets": (-1, 24)}
+BACKENDS = {"sdpa": sdpa_attention, "blocked": blocked_attention}
 
 
 def config(slot_config: str, **kw):
@@ -39,13 +40,14 @@ def inputs(batch, heads, length, d, rows, dtype=torch.float32, seed=0, pad=True)
 @pytest.mark.parametrize("slot_config", list(SLOT_CONFIGS))
 @pytest.mark.parametrize("length", [1, 5, 64, 130, 600])
 @pytest.mark.parametrize("terms", ["both", "c2p", "p2c", "none"])
-def test_sdpa_matches_reference_fp32(slot_config, length, terms):
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_fast_backends_match_reference_fp32(slot_config, length, terms, backend):
     rows, slots = compact_relative_position_slots(length, length, config(slot_config))
     q, k, v, pk, pq, mask = inputs(3, 2, length, 8, len(rows), seed=length)
     pk = pk if terms in ("both", "c2p") else None
     pq = pq if terms in ("both", "p2c") else None
     ref, _ = reference_attention(q, k, v, pk, pq, slots, mask, 0.2)
-    out, probs = sdpa_attention(q, k, v, pk, pq, slots, mask, 0.2)
+    out, probs = BACKENDS[backend](q, k, v, pk, pq, slots, mask, 0.2)
     assert probs is None
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
 
@@ -75,33 +77,37 @@ def test_full_and_compact_tables_give_the_same_scores():
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
 
 
-def test_non_toeplitz_slots_still_exact():
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_non_toeplitz_slots_still_exact(backend):
     length, rows = 12, 10
     slots = torch.randint(0, rows, (length, length), generator=torch.Generator().manual_seed(0))
     assert distance_slots(slots) is None
     q, k, v, pk, pq, mask = inputs(2, 2, length, 4, rows)
     ref, _ = reference_attention(q, k, v, pk, pq, slots, mask, 0.5)
-    out, _ = sdpa_attention(q, k, v, pk, pq, slots, mask, 0.5)
+    out, _ = BACKENDS[backend](q, k, v, pk, pq, slots, mask, 0.5)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("length", [40, 600])
-def test_sdpa_bf16_within_2e2_relative(length):
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_fast_backends_bf16_within_2e2_relative(length, backend):
     rows, slots = compact_relative_position_slots(length, length, config("v3"))
     q, k, v, pk, pq, mask = inputs(2, 2, length, 16, len(rows), seed=3)
     ref, _ = reference_attention(q, k, v, pk, pq, slots, mask, 0.25)
-    out, _ = sdpa_attention(*(t.bfloat16() for t in (q, k, v, pk, pq)), slots, mask, 0.25)
+    out, _ = BACKENDS[backend](*(t.bfloat16() for t in (q, k, v, pk, pq)), slots, mask, 0.25)
     assert out.dtype == torch.bfloat16
     err = (out.float() - ref).norm() / ref.norm()
     assert err < 2e-2, err
 
 
-def test_gradients_match_reference():
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_gradients_match_reference(backend, monkeypatch):
     length = 33
+    monkeypatch.setattr(cpu_attention, "TILE_BYTES", 3 * length * 8 * 16)  # blocked: 16-row blocks, 1 head per tile
     rows, slots = compact_relative_position_slots(length, length, config("few-buckets"))
     base = inputs(2, 2, length, 8, len(rows), dtype=torch.float64, seed=4)
     grads = []
-    for fn in (reference_attention, sdpa_attention):
+    for fn in (reference_attention, BACKENDS[backend]):
         leaves = [t.clone().requires_grad_() for t in base[:5]]
         out, _ = fn(*leaves, slots, base[5], 0.2)
         (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
@@ -110,20 +116,50 @@ def test_gradients_match_reference():
         torch.testing.assert_close(b, a, rtol=1e-7, atol=1e-9)
 
 
-def test_output_attentions_falls_back_to_reference_probabilities():
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_output_attentions_falls_back_to_reference_probabilities(backend):
     length = 9
     rows, slots = compact_relative_position_slots(length, length, config("v3"))
     q, k, v, pk, pq, mask = inputs(2, 2, length, 4, len(rows))
     _, ref_probs = reference_attention(q, k, v, pk, pq, slots, mask, 0.5, output_attentions=True)
-    _, probs = sdpa_attention(q, k, v, pk, pq, slots, mask, 0.5, output_attentions=True)
+    _, probs = BACKENDS[backend](q, k, v, pk, pq, slots, mask, 0.5, output_attentions=True)
     torch.testing.assert_close(probs, ref_probs)
 
 
-def test_auto_backend_on_cpu_is_sdpa_for_inference_and_reference_for_training():
-    assert select_backend(torch.zeros(1)) is sdpa_attention
-    assert select_backend(torch.zeros(1, requires_grad=True)) is reference_attention
-    with torch.no_grad():
-        assert select_backend(torch.zeros(1, requires_grad=True)) is sdpa_attention
+@pytest.mark.parametrize("tile_bytes", [1, 3 * 100 * 4 * 70, 3 * 100 * 100 * 4 * 3, 3 * 100 * 100 * 4 * 5, 1 << 30])
+def test_blocked_tiles_cover_every_row_head_and_batch(monkeypatch, tile_bytes):
+    """Row blocks (incl. a ragged last one), head groups, several batch rows per tile, one tile: all exact."""
+    monkeypatch.setattr(cpu_attention, "TILE_BYTES", tile_bytes)
+    length = 100
+    tiles, rows = cpu_attention._tiles(3, 4, length, 4)
+    covered = {(b, h) for b0, b1, h0, h1 in tiles for b in range(b0, b1) for h in range(h0, h1)}
+    assert covered == {(b, h) for b in range(3) for h in range(4)} and len(tiles) == len(set(tiles))
+    rows_, slots = compact_relative_position_slots(length, length, config("v3"))
+    q, k, v, pk, pq, mask = inputs(3, 4, length, 8, len(rows_), seed=7)
+    ref, _ = reference_attention(q, k, v, pk, pq, slots, mask, 0.2)
+    out, _ = blocked_attention(q, k, v, pk, pq, slots, mask, 0.2)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    if tile_bytes == 1:
+        assert rows == 64 and len(tiles) == 12  # 2 row blocks (64 + 36) per (batch, head)
+    if tile_bytes == 1 << 30:
+        assert rows == length and tiles == [(0, 3, 0, 4)]
+
+
+def test_blocked_dropout_keeps_the_expectation():
+    """With dropout the probabilities are rescaled by 1/(1-p): averaged over many draws, the output is unchanged."""
+    length = 20
+    rows, slots = compact_relative_position_slots(length, length, config("v3"))
+    q, k, v, pk, pq, mask = inputs(1, 2, length, 8, len(rows), seed=8, pad=False)
+    ref, _ = reference_attention(q, k, v, pk, pq, slots, mask, 0.3)
+    torch.manual_seed(0)
+    draws = torch.stack([blocked_attention(q, k, v, pk, pq, slots, mask, 0.3, dropout_p=0.5)[0] for _ in range(400)])
+    assert not torch.allclose(draws[0], ref, atol=1e-3)  # dropout is applied
+    torch.testing.assert_close(draws.mean(0), ref, rtol=0, atol=0.15)
+
+
+def test_auto_backend_on_cpu_is_the_tiled_path():
+    assert select_backend(torch.zeros(1)) is blocked_attention
+    assert select_backend(torch.zeros(1, requires_grad=True)) is blocked_attention
     model = mdeberta.DebertaModel(config("v3"))
     assert {m.backend for m in model.modules() if hasattr(m, "position_projections")} == {"auto"}
 

@@ -147,8 +147,9 @@ def test_finetuning_learns_a_learnable_task(tiny_backbone, tmp_path):
 def test_torchrun_two_processes(tiny_backbone, synthetic_nli, tmp_path):
     """Data-parallel run on CPU (gloo): trains, shards the dev set and sums it back correctly."""
     import os
-    import subprocess
     import sys
+
+    from subprocess_helpers import run_torchrun
 
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "mdeberta", "finetune",
@@ -156,7 +157,7 @@ def test_torchrun_two_processes(tiny_backbone, synthetic_nli, tmp_path):
            str(synthetic_nli["dev"]), "--output-dir", str(out), "--max-steps", "4", "--batch-size", "8",
            "--eval-every", "2", "--save-every", "2", "--log-every", "1", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    proc = run_torchrun(cmd, env, out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = torch.load(out / "checkpoints" / "step-00000004.pt", weights_only=False)
     assert state["world_size"] == 2 and len(state["ranks"]) == 2

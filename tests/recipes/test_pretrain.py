@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 import torch
 
 from mdeberta.cli import main
+from subprocess_helpers import run_torchrun
 
 SHARED_CORPUS = Path(os.environ.get("MDEBERTA_SHARED", Path(__file__).resolve().parents[3] / "shared")) / "data" / \
     "corpus"
@@ -83,7 +83,7 @@ def test_torchrun_two_processes_match_one(setup, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            "-m", "mdeberta", *_args(setup, tmp_path / "two", *common, "--num-workers", "1")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    proc = run_torchrun(cmd, env, tmp_path / "two")
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 4

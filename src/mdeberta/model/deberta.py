@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mdeberta.config import DebertaConfig
-from mdeberta.model.attention import ATTENTION_BACKENDS
+from mdeberta.model.attention import get_attention_backend
 from mdeberta.model.layers import DebertaEmbeddings, DebertaEncoder, init_weights, padding_mask_2d
 from mdeberta.model.outputs import BaseModelOutput
 
@@ -55,8 +55,7 @@ class DebertaPreTrainedModel(nn.Module):
 
     def set_attention_backend(self, name: str) -> None:
         """Route every layer's score/softmax/value computation through a registered backend."""
-        if name not in ATTENTION_BACKENDS:
-            raise ValueError(f"unknown attention backend {name!r}; available: {sorted(ATTENTION_BACKENDS)}")
+        get_attention_backend(name)  # registers the fast backends on first use; clear error for unknown names
         for m in self.modules():
             if hasattr(m, "backend") and hasattr(m, "position_projections"):
                 m.backend = name
