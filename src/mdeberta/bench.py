@@ -10,6 +10,10 @@ load average. Modes:
   copy of both models;
 * ``train-bf16-lazy``: the same, ours with :class:`mdeberta.kernels.lazy_adamw.LazyAdamW`, theirs with AdamW.
 
+``--device cuda`` runs the same cells on a GPU (default: bf16 inference and training over L = 128 ... 4096,
+timings synchronised, peak memory from ``torch.cuda.max_memory_allocated``) and writes a separate
+``## Model speed (GPU)`` section.
+
 Reported per row: tokens/s, ours/theirs ratio, peak memory of one extra step (see :func:`peak_memory`), achieved GFLOP/s
 (nominal model FLOPs, identical for both, so the ratio is the speed ratio) as a fraction of the 2048^3 matmul
 measured in the same run, and max |logit diff| against transformers' fp32 output (plus argmax agreement for bf16).
@@ -38,7 +42,15 @@ from mdeberta.config import DebertaConfig, preset
 
 MODES = ("infer-fp32", "infer-bf16", "train-bf16", "train-bf16-lazy")
 DEFAULT_SHAPES = "1x128,8x128,8x512,1x2048"
+GPU_SHAPES = "8x128,8x512,8x1024,8x2048,4x4096"  # the issue's L = 128 ... 4096 table
 SECTION = "## Model speed (CPU)"
+GPU_SECTION = "## Model speed (GPU)"
+CPU = torch.device("cpu")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------- measurement helpers
@@ -103,23 +115,32 @@ def exact_rss():
             libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
 
 
-def peak_memory(fn) -> int:
-    """Peak RSS growth (bytes) while ``fn`` runs once, with :func:`exact_rss`: the step's own working memory
-    (activations, gradients, optimizer state created in the step), not what the allocator happened to cache."""
+def peak_memory(fn, device: torch.device = CPU) -> int:
+    """Peak memory growth (bytes) while ``fn`` runs once: the step's own working memory (activations, gradients,
+    optimizer state created in the step), not what the allocator happened to cache. CPU: RSS with
+    :func:`exact_rss`; CUDA: ``max_memory_allocated`` above what was allocated before."""
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        _sync(device)
+        return torch.cuda.max_memory_allocated(device) - base
     with exact_rss(), PeakRSS() as rss:
         fn()
     return rss.peak
 
 
-def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
+def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 3,
+                   device: torch.device = CPU) -> float:
     """GFLOP/s of an n^3 matmul (best of ``repeats``): the roofline the model numbers are compared with."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    if device.type == "cuda":
+        n = max(n, 8192)  # 2048^3 is too small to load a large GPU
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b
     best = float("inf")
     for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
+        best = min(best, timed(lambda: a @ b, device))
     return 2 * n**3 / best / 1e9
 
 
@@ -154,7 +175,7 @@ class Row:
 
 
 # --------------------------------------------------------------------------- models
-def build_models(cfg: DebertaConfig, seed: int = 0):
+def build_models(cfg: DebertaConfig, seed: int = 0, device: torch.device = CPU):
     """transformers' DebertaV2ForSequenceClassification and ours with the same (random) weights."""
     import transformers
 
@@ -167,26 +188,30 @@ def build_models(cfg: DebertaConfig, seed: int = 0):
     missing, _ = load_into(ours, theirs.state_dict(), "transformers model")
     if missing:
         raise RuntimeError(f"weights not copied from transformers: {missing}")
-    return ours.eval(), theirs.eval()
+    return ours.eval().to(device), theirs.eval().to(device)
 
 
-def make_batch(cfg: DebertaConfig, batch: int, length: int, seed: int = 1):
+def make_batch(cfg: DebertaConfig, batch: int, length: int, seed: int = 1,
+               device: torch.device = CPU):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(4, cfg.vocab_size, (batch, length), generator=g)
     mask = torch.ones_like(ids)
     labels = torch.randint(0, cfg.num_labels, (batch,), generator=g)
-    return ids, mask, labels
+    return ids.to(device), mask.to(device), labels.to(device)
 
 
-def timed(fn) -> float:
+def timed(fn, device: torch.device = CPU) -> float:
+    _sync(device)
     t = time.perf_counter()
     fn()
+    _sync(device)
     return time.perf_counter() - t
 
 
 # --------------------------------------------------------------------------- one (shape, mode) cell
-def run_cell(ours, theirs, cfg, batch, length, mode, repeats, ceilings, reference, log) -> Row:
-    ids, mask, labels = make_batch(cfg, batch, length)
+def run_cell(ours, theirs, cfg, batch, length, mode, repeats, ceilings, reference, log,
+             device: torch.device = CPU) -> Row:
+    ids, mask, labels = make_batch(cfg, batch, length, device=device)
     tokens = batch * length
     fwd = forward_flops(cfg, batch, length)
     diffs: dict[str, float | None] = {"ours": None, "theirs": None}
@@ -220,7 +245,7 @@ def run_cell(ours, theirs, cfg, batch, length, mode, repeats, ceilings, referenc
 
         def step(name):
             def go():
-                with torch.autocast("cpu", dtype=torch.bfloat16):
+                with torch.autocast(device.type, dtype=torch.bfloat16):
                     loss = models[name](input_ids=ids, attention_mask=mask, labels=labels).loss
                 loss.backward()
                 opts[name].step()
@@ -240,9 +265,9 @@ def run_cell(ours, theirs, cfg, batch, length, mode, repeats, ceilings, referenc
     for r in range(repeats):
         order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
         for name in order:
-            times[name].append(timed(steps[name]))
+            times[name].append(timed(steps[name], device))
     for name in ("ours", "theirs"):  # after timing: the memory pass changes the allocator's behaviour
-        peaks[name] = peak_memory(steps[name])
+        peaks[name] = peak_memory(steps[name], device)
     tok = {k: tokens / statistics.median(v) for k, v in times.items()}
     gf = {k: flops / statistics.median(v) / 1e9 for k, v in times.items()}
     row = Row(batch, length, mode, tok["ours"], tok["theirs"], tok["ours"] / tok["theirs"],
@@ -254,7 +279,7 @@ def run_cell(ours, theirs, cfg, batch, length, mode, repeats, ceilings, referenc
 
 
 def argmax_agreement(ours, theirs, cfg: DebertaConfig, rows: int, length: int = 128,
-                     chunk: int = 32) -> dict[str, dict[str, float]]:
+                     chunk: int = 32, device: torch.device = CPU) -> dict[str, dict[str, float]]:
     """bf16 vs transformers' fp32 on ``rows`` random sequences (random lengths, padded), for both implementations.
 
     Per implementation: ``agree`` (share of rows with the fp32 argmax), ``mean_abs_err`` (mean |logit error|) and
@@ -266,7 +291,7 @@ def argmax_agreement(ours, theirs, cfg: DebertaConfig, rows: int, length: int = 
     ids = torch.randint(4, cfg.vocab_size, (rows, length), generator=g)
     lengths = torch.randint(length // 4, length + 1, (rows,), generator=g)
     mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
-    ids = ids * mask
+    ids, mask = (ids * mask).to(device), mask.to(device)
     bf16 = {"ours": copy.deepcopy(ours).to(torch.bfloat16), "theirs": copy.deepcopy(theirs).to(torch.bfloat16)}
     stats = {name: {"agree": 0.0, "mean_abs_err": 0.0, "max_flip_margin": 0.0} for name in bf16}
     with torch.inference_mode():
@@ -287,7 +312,7 @@ def argmax_agreement(ours, theirs, cfg: DebertaConfig, rows: int, length: int = 
 
 
 # --------------------------------------------------------------------------- reporting
-def machine_info() -> dict[str, Any]:
+def machine_info(device: torch.device = CPU) -> dict[str, Any]:
     cpu = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -296,8 +321,11 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -321,18 +349,18 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def update_benchmarks_md(path: Path, body: str) -> None:
-    """Replace (or append) only the ``## Model speed (CPU)`` section; other sections are left as they are."""
+def update_benchmarks_md(path: Path, body: str, section: str = SECTION) -> None:
+    """Replace (or append) only ``section`` (``## Model speed (CPU)``); other sections are left as they are."""
     from mdeberta.checkpoint import atomic_write_text
 
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
+    start = text.find(section)
     if start < 0:
-        text = text.rstrip("\n") + "\n\n" + SECTION + "\n\n" + body.strip() + "\n"
+        text = text.rstrip("\n") + "\n\n" + section + "\n\n" + body.strip() + "\n"
     else:
-        nxt = text.find("\n## ", start + len(SECTION))
+        nxt = text.find("\n## ", start + len(section))
         end = len(text) if nxt < 0 else nxt + 1
-        text = text[:start] + SECTION + "\n\n" + body.strip() + "\n" + ("\n" + text[end:] if nxt >= 0 else "")
+        text = text[:start] + section + "\n\n" + body.strip() + "\n" + ("\n" + text[end:] if nxt >= 0 else "")
     atomic_write_text(path, text)
 
 
@@ -354,43 +382,53 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         print("mdeberta bench needs transformers (pip install transformers) to compare against", file=sys.stderr)
         return 2
-    modes = [m.strip() for m in args.modes.split(",")]
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible to torch (torch.cuda.is_available() is False)")
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device: {args.device!r} is not supported; allowed: cpu, cuda")
+    gpu = device.type == "cuda"
+    modes = [m.strip() for m in (args.modes or ("infer-bf16,train-bf16" if gpu else "infer-fp32,infer-bf16,train-bf16"))
+             .split(",")]
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise SystemExit(f"--modes: unknown {bad}; allowed: {list(MODES)}")
-    shapes = parse_shapes(args.shapes)
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    shapes = parse_shapes(args.shapes or (GPU_SHAPES if gpu else DEFAULT_SHAPES))
+    skip_text = args.skip if args.skip is not None else ("" if gpu else "1x2048:train-bf16,1x2048:train-bf16-lazy")
+    skip = {s.strip() for s in skip_text.split(",") if s.strip()}
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = preset(args.preset, num_labels=3)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.quiet else (lambda msg: None)
-    ceilings = {torch.float32: matmul_ceiling(torch.float32), torch.bfloat16: matmul_ceiling(torch.bfloat16)}
-    log(f"matmul 2048^3: fp32 {ceilings[torch.float32]:.0f} GFLOP/s, bf16 {ceilings[torch.bfloat16]:.0f} GFLOP/s")
-    ours, theirs = build_models(cfg)
+    ceilings = {dt: matmul_ceiling(dt, device=device) for dt in (torch.float32, torch.bfloat16)}
+    log(f"matmul ceiling: fp32 {ceilings[torch.float32]:.0f} GFLOP/s, bf16 {ceilings[torch.bfloat16]:.0f} GFLOP/s")
+    ours, theirs = build_models(cfg, device=device)
     rows: list[Row] = []
     for batch, length in shapes:
-        ids, mask, _ = make_batch(cfg, batch, length)
+        ids, mask, _ = make_batch(cfg, batch, length, device=device)
         with torch.inference_mode():
             reference = theirs(input_ids=ids, attention_mask=mask).logits.float()
         for mode in modes:
             if f"{batch}x{length}:{mode}" in skip or f"{batch}x{length}" in skip:
                 log(f"{batch}x{length} {mode}: skipped (--skip)")
                 continue
-            rows.append(run_cell(ours, theirs, cfg, batch, length, mode, args.repeats, ceilings, reference, log))
+            rows.append(run_cell(ours, theirs, cfg, batch, length, mode, args.repeats, ceilings, reference, log,
+                                 device))
     agreement = None
     if "infer-bf16" in modes and args.agreement_rows > 0:
-        agreement = argmax_agreement(ours, theirs, cfg, args.agreement_rows)
+        agreement = argmax_agreement(ours, theirs, cfg, args.agreement_rows, device=device)
         log(f"bf16 argmax agreement with transformers' fp32 over {args.agreement_rows} rows: "
             f"ours {agreement['ours']['agree']:.1%}, transformers {agreement['theirs']['agree']:.1%}")
-    info = machine_info()
+    info = machine_info(device)
     command = "python benchmarks/bench_model.py " + " ".join(sys.argv[1:]) if args.command_line is None \
         else args.command_line
     body = (
         f"Command: `{command}`\n\n"
-        f"Machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads), torch "
+        f"Machine: {info.get('gpu', info['cpu'])}, {info['cores']} CPU cores ({info['torch_threads']} torch "
+        f"threads), torch "
         f"{info['torch']}, Python {info['python']}; preset `{args.preset}` (random weights, sequence classification, "
         f"3 labels), median of {args.repeats} alternating runs; load average at the end of each row in the last "
-        f"column. Matmul 2048^3 ceiling: fp32 {ceilings[torch.float32]:.0f} GFLOP/s, bf16 "
+        f"column. Matmul ceiling: fp32 {ceilings[torch.float32]:.0f} GFLOP/s, bf16 "
         f"{ceilings[torch.bfloat16]:.0f} GFLOP/s.\n\n" + markdown_table(rows) + "\n"
     )
     if agreement is not None:
@@ -409,23 +447,27 @@ def run(args: argparse.Namespace) -> int:
          "argmax_agreement_bf16": agreement, "rows": [asdict(r) for r in rows]}, indent=2))
     print(body)
     if args.update_benchmarks_md:
-        update_benchmarks_md(Path(args.update_benchmarks_md), args.notes_prefix + body if args.notes_prefix else body)
+        update_benchmarks_md(Path(args.update_benchmarks_md), args.notes_prefix + body if args.notes_prefix else body,
+                             GPU_SECTION if gpu else SECTION)
     return 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="mdeberta-v3-base", help="model preset (default: mdeberta-v3-base)")
-    p.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"BATCHxLENGTH list (default: {DEFAULT_SHAPES})")
-    p.add_argument("--modes", default="infer-fp32,infer-bf16,train-bf16", help=f"comma list of {', '.join(MODES)}")
-    p.add_argument("--skip", default="1x2048:train-bf16,1x2048:train-bf16-lazy",
-                   help="cells to skip: BATCHxLEN or BATCHxLEN:MODE, comma separated (default skips 1x2048 training)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (CUDA: bf16 table over L = 128 ... 4096)")
+    p.add_argument("--shapes", default=None,
+                   help=f"BATCHxLENGTH list (default: {DEFAULT_SHAPES} on CPU, {GPU_SHAPES} on CUDA)")
+    p.add_argument("--modes", default=None, help=f"comma list of {', '.join(MODES)} (default: infer-fp32,infer-bf16,"
+                   "train-bf16 on CPU, infer-bf16,train-bf16 on CUDA)")
+    p.add_argument("--skip", default=None,
+                   help="cells to skip: BATCHxLEN or BATCHxLEN:MODE, comma separated (default on CPU: 1x2048 training)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per implementation and cell (median)")
     p.add_argument("--agreement-rows", type=int, default=128,
                    help="sequences for the bf16-vs-fp32 argmax agreement check (with infer-bf16; 0 skips it)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--output-dir", default="benchmarks/results", help="where bench_model.{md,json} go")
     p.add_argument("--update-benchmarks-md", default=None, metavar="PATH",
-                   help=f"rewrite the '{SECTION}' section of this file (e.g. BENCHMARKS.md) with the table")
+                   help=f"rewrite the '{SECTION}' (CUDA: '{GPU_SECTION}') section of this file with the table")
     p.add_argument("--notes-prefix", default="", help=argparse.SUPPRESS)
     p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

@@ -85,3 +85,25 @@ def test_argmax_agreement_counts_rows_against_transformers_fp32(tmp_path):
     data = json.loads((tmp_path / "bench_model.json").read_text())
     assert set(data["argmax_agreement_bf16"]) == {"ours", "theirs"}
     assert "same argmax ours" in (tmp_path / "bench_model.md").read_text()
+
+
+def test_cuda_device_without_cuda_is_a_clear_error():
+    pytest.importorskip("transformers")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        bench.main(["--device", "cuda", "--preset", "deberta-v3-micro", "--quiet"])
+    with pytest.raises(SystemExit, match="allowed: cpu, cuda"):
+        bench.main(["--device", "meta", "--preset", "deberta-v3-micro", "--quiet"])
+
+
+def test_gpu_section_is_separate_from_the_cpu_one(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    bench.update_benchmarks_md(path, "cpu table")
+    bench.update_benchmarks_md(path, "gpu table", bench.GPU_SECTION)
+    bench.update_benchmarks_md(path, "new cpu table")
+    text = path.read_text()
+    assert "## Model speed (CPU)\n\nnew cpu table" in text and "## Model speed (GPU)\n\ngpu table" in text
+    assert "cpu table\n" not in text.replace("new cpu table", "")
