@@ -33,9 +33,10 @@ if TRITON_AVAILABLE:
 def select_backend(query: torch.Tensor) -> Callable:
     """The fastest exact backend for this tensor: Triton on CUDA when importable, else the cache-tiled CPU path.
 
-    Measured on mdeberta-v3-base shapes, 1 core (``benchmarks/bench_backends.py``): per layer, the tiled path
-    took 8.6 / 249 / 233 ms at 8x128 bf16 / 8x512 fp32 / 1x2048 bf16 against 13.9 / 536 / 1172 ms for the fused
-    SDPA with an additive (B, H, L, L) bias; in a bf16-autocast training step it beat the reference by 13-25%.
+    Measured on mdeberta-v3-base shapes, 1 core (``benchmarks/bench_backends.py``, table in BENCHMARKS.md): per
+    layer, the tiled path took 11.1 / 242 / 213 ms at 8x128 bf16 / 8x512 fp32 / 1x2048 bf16 against 14.9 / 525 /
+    1140 ms for the fused SDPA with an additive (B, H, L, L) bias, and 26.5 / 443 ms against the reference's
+    38.4 / 985 ms for forward + backward in bf16 at 8x128 / 8x512.
     Under ``torch.compile`` it defers to the SDPA path, whose bias Inductor fuses without graph breaks.
     """
     if query.is_cuda and TRITON_AVAILABLE and os.environ.get("MDEBERTA_DISABLE_TRITON", "") != "1":
