@@ -20,11 +20,11 @@ one flat ``gather`` instead.
 Not exact (falls back to the reference): ``output_attentions`` (the probabilities are not materialised) and
 Lq != Lk. With dropout the random mask differs from the reference's (same distribution).
 
-:func:`blocked_attention` (the CPU default for inference) computes the same scores tile by tile instead: a few
+:func:`blocked_attention` (the CPU default, inference and training) computes the same scores tile by tile instead: a few
 (batch, head) pairs and a block of query rows at a time, sized so that the tile's scores, its c2p distance
 scores and its p2c slice stay in cache (``TILE_BYTES``). The L x L tensors of the whole batch never exist and
-each tile is read and written while it is hot; on 2 cores this made the attention 1.5-5x faster than the SDPA
-bias path (``benchmarks/bench_backends.py``; numbers in BENCHMARKS.md).
+each tile is read and written while it is hot; on one core this made the attention 1.15-5.4x faster than the
+SDPA bias path (``benchmarks/bench_backends.py``; numbers in BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -144,7 +144,8 @@ def sdpa_attention(
 
 
 # Working-set target of one tile of blocked_attention: scores + c2p distance scores + p2c slice (~3 x rows x L).
-# 4 MiB fits the per-core L2 + a share of L3 of current x86 server cores; measured flat between 1 and 16 MiB.
+# 4 MiB fits the per-core L2 + a share of L3 of current x86 server cores; 1-4 MiB measured alike, 16 MiB was 2.5x
+# slower at 8x128 bf16 (several batch rows per tile spill out of cache).
 TILE_BYTES = 4 << 20
 
 
@@ -183,7 +184,8 @@ def blocked_attention(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Drop-in for :func:`reference_attention`, computed in cache-sized tiles (see the module docstring).
 
-    Per tile of query rows i0:i1 (n rows) of some (batch, head) pairs, with the scale folded into q and the tables:
+    Per tile of query rows i0:i1 (n rows) of some (batch, head) pairs (fp32: the scale folded into q and the tables;
+    bf16/fp16: the terms summed, scaled, masked and soft-maxed in fp32):
       S  = q_blk k^T                                   c2c
       S += view(q_blk Kr[distances i1-1 .. i0-L+1]^T)  c2p: n + L - 1 distance rows, read as a strided view
       S += P[i0:i1]                                    p2c: P = view(k Qr_byDistance^T)^T, once per (batch, head)
