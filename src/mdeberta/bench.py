@@ -304,8 +304,7 @@ def argmax_agreement(ours, theirs, cfg: DebertaConfig, rows: int, length: int = 
                 logits = model(input_ids=ids[part], attention_mask=mask[part]).logits.float()
                 same = logits.argmax(-1) == reference.argmax(-1)
                 stats[name]["agree"] += float(same.sum()) / rows
-                stats[name]["mean_abs_err"] += float((logits - reference).abs().sum()) / reference.numel() / rows * \
-                    reference.shape[0]
+                stats[name]["mean_abs_err"] += float((logits - reference).abs().sum()) / (rows * logits.shape[-1])
                 if not bool(same.all()):
                     stats[name]["max_flip_margin"] = max(stats[name]["max_flip_margin"], float(margin[~same].max()))
     return stats
