@@ -208,6 +208,24 @@ def test_one_process_two_workers_equals_two_ranks(corpus, tokenizer):
     assert all(torch.equal(x, y) for x, y in zip(one, [r0[0], r1[0], r0[1], r1[1]]))
 
 
+def test_stray_nul_line_is_skipped_with_its_line_number(tmp_path, tokenizer, caplog):
+    """A real corpus (../shared's bg.txt.gz, line 30448) has one NUL byte: the run must skip it, not die."""
+    lines = ["the first line of text", "a broken \x00 line", "the third line of text"]
+    path = tmp_path / "xx.txt.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    files = discover_corpus(path)
+    ds = PackedTextDataset(files, tokenizer, max_seq_length=64, batch_size=1)
+    with caplog.at_level("WARNING", logger="mdeberta.data"):
+        batch = next(ds.iter_shard(0))
+    ids = torch.where(batch["labels"] >= 0, batch["labels"], batch["input_ids"])[0].tolist()  # undo the masking
+    assert f"{path}:2: NUL byte" in caplog.text
+    good = [t for line in (lines[0], lines[2]) for t in tokenizer.encode(line, add_special_tokens=False)]
+    assert ids[1:1 + len(good)] == good  # line 2 left out, lines 1 and 3 packed back to back
+    broken = tokenizer.encode("broken", add_special_tokens=False)
+    assert not any(ids[i:i + len(broken)] == broken for i in range(len(ids)))
+
+
 def test_bad_input_is_reported(tmp_path, tokenizer):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(DataError, match="empty"):
