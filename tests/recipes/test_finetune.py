@@ -166,3 +166,22 @@ def test_torchrun_two_processes(tiny_backbone, synthetic_nli, tmp_path):
     acc, _ = evaluate_examples(model, DebertaTokenizer.from_pretrained(out / "best"),
                                read_nli_file(synthetic_nli["dev"]))
     assert acc == pytest.approx(info["dev_accuracy"])
+
+
+def test_shrink_to_init_mixes_pretrained_and_fresh_weights(tiny_backbone, synthetic_nli, tmp_path):
+    tok = DebertaTokenizer.from_pretrained(tiny_backbone)
+    pretrained = dict(load_model_for_nli(str(tiny_backbone), tok).named_parameters())
+    shrunk = load_model_for_nli(str(tiny_backbone), tok, shrink_to_init=0.25)
+    torch.manual_seed(0)
+    fresh = dict(type(shrunk)(shrunk.config).named_parameters())
+    name = "deberta.encoder.layer.0.attention.self.query_proj.weight"
+    torch.testing.assert_close(dict(shrunk.named_parameters())[name], 0.25 * pretrained[name] + 0.75 * fresh[name])
+    assert not torch.equal(pretrained[name], fresh[name])
+    kept = load_model_for_nli(str(tiny_backbone), tok, shrink_to_init=1.0)
+    torch.testing.assert_close(dict(kept.named_parameters())[name], pretrained[name])
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"--shrink-to-init .* must be in \(0, 1\]"):
+            load_model_for_nli(str(tiny_backbone), tok, shrink_to_init=bad)
+    out = tmp_path / "run"
+    assert run_finetune(tiny_backbone, synthetic_nli, out, "--max-steps", "2", "--shrink-to-init", "0.5") == 0
+    assert json.loads((out / "final" / "training_info.json").read_text())["shrink_to_init"] == 0.5

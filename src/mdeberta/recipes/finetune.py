@@ -60,12 +60,40 @@ class FinetuneResult:
 
 
 # --------------------------------------------------------------------------- model
-def load_model_for_nli(model: str, tokenizer: Any, random_init: bool = False) -> Any:
+def shrink_towards_init(model: torch.nn.Module, keep: float, init_seed: int = 0) -> None:
+    """Every parameter becomes ``keep * θ + (1 - keep) * θ_init``, θ_init a fresh seeded init of the same model.
+
+    Why: small pretrained models can fine-tune *worse* than random init (their weights sit on a flat region the
+    classifier never leaves); moving them part way back to an init ("shrink and perturb", Ash & Adams 2020)
+    restores trainability while keeping most of what pretraining learned. RESULTS.md, fourth round: keep=0.5
+    turned a 37M-token RTD+GDES model from below random init to +1.5 points over it on XNLI.
+    """
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"--shrink-to-init {keep}: the share of the pretrained weights to keep must be in (0, 1]")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        fresh = dict(type(model)(model.config).named_parameters())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.mul_(keep).add_(fresh[name].to(param.device, param.dtype), alpha=1.0 - keep)
+    logger.info("shrink towards init: kept %.2f of every weight, %.2f from a fresh init (seed %d)",
+                keep, 1.0 - keep, init_seed)
+
+
+def load_model_for_nli(model: str, tokenizer: Any, random_init: bool = False,
+                       shrink_to_init: float | None = None) -> Any:
     """A 3-way NLI classifier from a folder / hub id (or, with ``random_init``, the same architecture untrained).
 
     A checkpoint without a classification head gets a fresh one (logged); one whose head has other labels is
-    an error, because its outputs would be silently mislabelled.
+    an error, because its outputs would be silently mislabelled. ``shrink_to_init``: see shrink_towards_init.
     """
+    result = _load_model_for_nli(model, tokenizer, random_init)
+    if shrink_to_init is not None:
+        shrink_towards_init(result, shrink_to_init)
+    return result
+
+
+def _load_model_for_nli(model: str, tokenizer: Any, random_init: bool) -> Any:
     from mdeberta.model import DebertaForSequenceClassification
 
     labels = {"num_labels": len(LABELS), "id2label": dict(ID2LABEL), "label2id": dict(LABEL2ID)}
@@ -214,7 +242,7 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
                 max_steps, max_steps / steps_per_epoch, steps_per_epoch, args.batch_size, per_step, args.grad_accum,
                 env.world_size, warmup)
 
-    model = load_model_for_nli(args.model, tokenizer, args.random_init).to(env.device)
+    model = load_model_for_nli(args.model, tokenizer, args.random_init, args.shrink_to_init).to(env.device)
     model.train()
     wrapped = wrap_model(model, env)
     optimizer = build_optimizer(wrapped, lr=args.learning_rate, weight_decay=args.weight_decay, betas=(0.9, 0.999),
@@ -225,6 +253,7 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
         precision = "bf16" if env.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
     info = {"source_model": str(args.model), "random_init": bool(args.random_init),
+            "shrink_to_init": args.shrink_to_init,
             "train_file": [str(f) for f in args.train_file], "train_examples": len(train_features),
             "learning_rate": args.learning_rate, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
             "warmup_steps": warmup, "max_steps": max_steps, "seed": args.seed, "precision": precision}
@@ -275,6 +304,9 @@ def add_finetune_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] 
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model's)")
     p.add_argument("--random-init", action="store_true",
                    help="same architecture as --model (folder or preset) but untrained: the no-pretraining baseline")
+    p.add_argument("--shrink-to-init", type=float, default=None, metavar="KEEP",
+                   help="keep this share of every pretrained weight, the rest from a fresh init (0.5 lets small "
+                        "pretrained models fine-tune; RESULTS.md, fourth round)")
     p.add_argument("--train-file", nargs="+", default=d["train_file"], required=d["train_file"] is None,
                    help="NLI training files (TSV/JSONL, .gz ok) or a hub dataset (nyu-mll/multi_nli)")
     p.add_argument("--dev-file", nargs="+", default=None, help="dev NLI file(s) for evaluation / best checkpoint")
