@@ -60,6 +60,11 @@ class FinetuneResult:
 
 
 # --------------------------------------------------------------------------- model
+def check_shrink_to_init(keep: float) -> None:
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"--shrink-to-init {keep}: the share of the pretrained weights to keep must be in (0, 1]")
+
+
 def shrink_towards_init(model: torch.nn.Module, keep: float, init_seed: int = 0) -> None:
     """Every parameter becomes ``keep * θ + (1 - keep) * θ_init``, θ_init a fresh seeded init of the same model.
 
@@ -68,8 +73,7 @@ def shrink_towards_init(model: torch.nn.Module, keep: float, init_seed: int = 0)
     restores trainability while keeping most of what pretraining learned. RESULTS.md, fourth round: keep=0.5
     turned a 37M-token RTD+GDES model from below random init to +1.5 points over it on XNLI.
     """
-    if not 0.0 < keep <= 1.0:
-        raise ValueError(f"--shrink-to-init {keep}: the share of the pretrained weights to keep must be in (0, 1]")
+    check_shrink_to_init(keep)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         fresh = dict(type(model)(model.config).named_parameters())
@@ -210,6 +214,8 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
     start = time.perf_counter()
     if args.model in PRESETS and not args.tokenizer and not Path(args.model).exists():
         raise ValueError(f"--model {args.model} is a preset (an architecture without a tokenizer); pass --tokenizer")
+    if args.shrink_to_init is not None:
+        check_shrink_to_init(args.shrink_to_init)  # before minutes of data loading, not after
     env = init_distributed(args.device)
     seed_everything(args.seed)
     output_dir = Path(args.output_dir)
