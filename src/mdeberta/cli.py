@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "mdeberta.recipes.evaluate",
     "mdeberta.recipes.xnli",
     "mdeberta.recipes.predict",
+    "mdeberta.recipes.compare",
     "mdeberta.bench",
 )
 
