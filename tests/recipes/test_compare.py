@@ -121,6 +121,8 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys, caplog):
     printed = capsys.readouterr().out
     assert "| cand | base | 60.00 | 25.00 | +35.00 |" in printed
     assert "| mean difference | +40.0 | +30.0 |" in printed
+    assert "| cand | 60.0 | 90.0 | 30.0 | –" in printed and "| base | 25.0 | 50.0 | 0.0 | –" in printed
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     saved = json.loads(out.read_text())
     assert saved["pairs"][0]["candidate_only"] == 7 and saved["pairs"][0]["baseline_only"] == 0
     assert out.with_suffix(".md").read_text() == printed

@@ -10,8 +10,9 @@ compares every candidate run with every baseline run example by example:
 Per pair it reports both averages, the difference with a 95% confidence interval, the discordant counts
 (examples only the candidate gets right / only the baseline gets right) and McNemar's test on them: the exact
 two-sided binomial p-value and the normal z. Per group it reports mean and spread of the average over seeds,
-and per language the mean difference and how many pairs the candidate wins. ``--output`` also writes all of it
-(per-language numbers of every pair included) as JSON.
+per language the mean difference and how many pairs the candidate wins, and each run's row in the published layout.
+``--output cmp.json`` also writes all of it (per-language numbers of every pair included) as JSON, the report as
+``cmp.md`` and a PNG of the per-language differences as ``cmp.png``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mdeberta.checkpoint import atomic_write_text
+from mdeberta.checkpoint import atomic_save, atomic_write_text
 from mdeberta.data.nli import XNLI_LANGUAGES
+from mdeberta.recipes.evaluate import markdown_table
 
 logger = logging.getLogger("mdeberta.compare")
 
@@ -172,9 +174,15 @@ def compare_groups(candidates: Sequence[str | os.PathLike], baselines: Sequence[
     per_language = {lang: {"mean_difference": statistics.fmean(p.per_language[lang]["difference"] for p in pairs),
                            "candidate_wins": sum(p.per_language[lang]["difference"] > 0 for p in pairs),
                            "pairs": len(pairs)} for lang in languages}
+    # Each run's own row in the published layout (avg + languages), from its first pair.
+    runs: dict[str, dict[str, float]] = {}
+    for pair in pairs:
+        for role, path, avg in (("candidate", pair.candidate, pair.candidate_avg),
+                                ("baseline", pair.baseline, pair.baseline_avg)):
+            runs.setdefault(path, {"avg": avg, **{x: r[role] for x, r in pair.per_language.items()}})
     return {"candidate_group": group(list(cand_avgs.values())), "baseline_group": group(list(base_avgs.values())),
             "candidate_wins": sum(p.difference > 0 for p in pairs), "pairs": [asdict(p) for p in pairs],
-            "per_language": per_language}
+            "per_language": per_language, "runs": runs}
 
 
 # --------------------------------------------------------------------------- report
@@ -185,8 +193,15 @@ def _short(path: str) -> str:
     return parent.name or p.name
 
 
+def _run_names(paths: Sequence[str]) -> dict[str, str]:
+    """Short names for the table, falling back to full paths when two runs would share one."""
+    short = {p: _short(p) for p in paths}
+    return {p: short[p] if list(short.values()).count(short[p]) == 1 else p for p in paths}
+
+
 def markdown_report(result: dict[str, Any]) -> str:
     c, b = result["candidate_group"], result["baseline_group"]
+    names = _run_names(list(result["runs"]))
     lines = [
         f"candidate: {c['runs']} run(s), avg {c['mean_avg']:.2f} ± {c['std_avg']:.2f} (min {c['min_avg']:.1f}, "
         f"max {c['max_avg']:.1f}); baseline: {b['runs']} run(s), avg {b['mean_avg']:.2f} ± {b['std_avg']:.2f} "
@@ -198,7 +213,7 @@ def markdown_report(result: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for p in result["pairs"]:
-        lines.append(f"| {_short(p['candidate'])} | {_short(p['baseline'])} | {p['candidate_avg']:.2f} | "
+        lines.append(f"| {names[p['candidate']]} | {names[p['baseline']]} | {p['candidate_avg']:.2f} | "
                      f"{p['baseline_avg']:.2f} | {p['difference']:+.2f} | [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | "
                      f"{p['candidate_only']} | {p['baseline_only']} | {p['z']:+.2f} | {p['p_value']:.2g} |")
     langs = list(result["per_language"])
@@ -208,7 +223,36 @@ def markdown_report(result: dict[str, Any]) -> str:
               "| candidate ahead (pairs) | " + " | ".join(
                   f"{result['per_language'][x]['candidate_wins']}/{result['per_language'][x]['pairs']}" for x in langs)
               + " |"]
+    lines += ["", markdown_table({names[path]: row for path, row in result["runs"].items()}).rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+def plot_comparison(result: dict[str, Any], path: str | os.PathLike) -> None:
+    """Bar per column (avg + languages): mean candidate - baseline difference, whiskers = range over the pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = result["pairs"]
+    columns = ["avg", *result["per_language"]]
+    diffs = [[p["candidate_avg"] - p["baseline_avg"] for p in pairs]]
+    diffs += [[p["per_language"][x]["difference"] for p in pairs] for x in columns[1:]]
+    means = [statistics.fmean(d) for d in diffs]
+    low = [m - min(d) for m, d in zip(means, diffs)]
+    high = [max(d) - m for m, d in zip(means, diffs)]
+    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(columns)), 4))
+    ax.bar(range(len(columns)), means, yerr=[low, high], capsize=3,
+           color=["tab:green" if m > 0 else "tab:red" for m in means])
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_ylabel("candidate - baseline (accuracy points)")
+    c, b = result["candidate_group"], result["baseline_group"]
+    ax.set_title(f"{c['runs']} candidate run(s), avg {c['mean_avg']:.1f} vs {b['runs']} baseline run(s), avg "
+                 f"{b['mean_avg']:.1f}; whiskers: range over {len(pairs)} pair(s)", fontsize=9)
+    fig.tight_layout()
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -224,7 +268,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         out = Path(args.output)
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
         atomic_write_text(out.with_suffix(".md"), report)
-        logger.info("wrote %s and %s", out, out.with_suffix(".md"))
+        plot_comparison(result, out.with_suffix(".png"))
+        logger.info("wrote %s and its .md and .png", out)
     return 0
 
 
