@@ -170,18 +170,32 @@ def test_torchrun_two_processes(tiny_backbone, synthetic_nli, tmp_path):
 
 def test_shrink_to_init_mixes_pretrained_and_fresh_weights(tiny_backbone, synthetic_nli, tmp_path):
     tok = DebertaTokenizer.from_pretrained(tiny_backbone)
-    pretrained = dict(load_model_for_nli(str(tiny_backbone), tok).named_parameters())
-    shrunk = load_model_for_nli(str(tiny_backbone), tok, shrink_to_init=0.25)
+    # "Pretrained" weights that are not the seed-0 init the shrink draws θ_init from.
+    torch.manual_seed(7)
+    backbone = tmp_path / "pretrained"
+    DebertaModel(DebertaModel.from_pretrained(tiny_backbone).config).save_pretrained(backbone)
+    tok.save_pretrained(backbone)
+    torch.manual_seed(123)  # the head's init: the same in both loads
+    pretrained = dict(load_model_for_nli(str(backbone), tok).named_parameters())
+    torch.manual_seed(123)
+    shrunk_model = load_model_for_nli(str(backbone), tok, shrink_to_init=0.25)
+    shrunk = dict(shrunk_model.named_parameters())
     torch.manual_seed(0)
-    fresh = dict(type(shrunk)(shrunk.config).named_parameters())
-    name = "deberta.encoder.layer.0.attention.self.query_proj.weight"
-    torch.testing.assert_close(dict(shrunk.named_parameters())[name], 0.25 * pretrained[name] + 0.75 * fresh[name])
-    assert not torch.equal(pretrained[name], fresh[name])
-    kept = load_model_for_nli(str(tiny_backbone), tok, shrink_to_init=1.0)
-    torch.testing.assert_close(dict(kept.named_parameters())[name], pretrained[name])
+    fresh = dict(DebertaModel(shrunk_model.config).named_parameters())
+    for name in ("encoder.layer.0.attention.self.query_proj.weight", "embeddings.word_embeddings.weight",
+                 "encoder.rel_embeddings.weight"):
+        full = f"deberta.{name}"
+        torch.testing.assert_close(shrunk[full], 0.25 * pretrained[full] + 0.75 * fresh[name])
+        assert not torch.equal(pretrained[full], fresh[name])
+    # The freshly initialised task head is left as initialised, not shrunk.
+    head = [n for n in shrunk if not n.startswith("deberta.")]
+    assert head and all(torch.equal(shrunk[n], pretrained[n]) for n in head)
+    kept = dict(load_model_for_nli(str(backbone), tok, shrink_to_init=1.0).named_parameters())
+    torch.testing.assert_close(kept["deberta.embeddings.word_embeddings.weight"],
+                               pretrained["deberta.embeddings.word_embeddings.weight"])
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match=r"--shrink-to-init .* must be in \(0, 1\]"):
-            load_model_for_nli(str(tiny_backbone), tok, shrink_to_init=bad)
+            load_model_for_nli(str(backbone), tok, shrink_to_init=bad)
     out = tmp_path / "run"
     assert run_finetune(tiny_backbone, synthetic_nli, out, "--max-steps", "2", "--shrink-to-init", "0.5") == 0
     assert json.loads((out / "final" / "training_info.json").read_text())["shrink_to_init"] == 0.5

@@ -66,22 +66,27 @@ def check_shrink_to_init(keep: float) -> None:
 
 
 def shrink_towards_init(model: torch.nn.Module, keep: float, init_seed: int = 0) -> None:
-    """Every parameter becomes ``keep * θ + (1 - keep) * θ_init``, θ_init a fresh seeded init of the same model.
+    """Every backbone parameter becomes ``keep * θ + (1 - keep) * θ_init``, θ_init a fresh seeded backbone init.
 
     Why: small pretrained models can fine-tune *worse* than random init (their weights sit on a flat region the
     classifier never leaves); moving them part way back to an init ("shrink and perturb", Ash & Adams 2020)
-    restores trainability while keeping most of what pretraining learned. RESULTS.md, fourth round: keep=0.5
-    turned a 37M-token RTD+GDES model from below random init to +1.5 points over it on XNLI.
+    restores trainability while keeping most of what pretraining learned (RESULTS.md). Only the backbone
+    (``model.deberta``: embeddings and encoder, what pretraining trained) is moved; the task head keeps its own
+    initialisation, since shrinking a fresh head would only shrink its scale. θ_init comes from a
+    ``DebertaModel`` built under ``init_seed``, so it is the same whatever head class is being fine-tuned.
     """
+    from mdeberta.model import DebertaModel
+
     check_shrink_to_init(keep)
+    backbone = getattr(model, model.base_model_prefix)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
-        fresh = dict(type(model)(model.config).named_parameters())
+        fresh = dict(DebertaModel(model.config).named_parameters())
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for name, param in backbone.named_parameters():
             param.mul_(keep).add_(fresh[name].to(param.device, param.dtype), alpha=1.0 - keep)
-    logger.info("shrink towards init: kept %.2f of every weight, %.2f from a fresh init (seed %d)",
-                keep, 1.0 - keep, init_seed)
+    logger.info("shrink towards init: kept %.2f of every backbone weight, %.2f from a fresh init (seed %d); "
+                "task head as initialised", keep, 1.0 - keep, init_seed)
 
 
 def load_model_for_nli(model: str, tokenizer: Any, random_init: bool = False,
@@ -311,8 +316,8 @@ def add_finetune_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] 
     p.add_argument("--random-init", action="store_true",
                    help="same architecture as --model (folder or preset) but untrained: the no-pretraining baseline")
     p.add_argument("--shrink-to-init", type=float, default=None, metavar="KEEP",
-                   help="keep this share of every pretrained weight, the rest from a fresh init (0.5 lets small "
-                        "pretrained models fine-tune; RESULTS.md, fourth round)")
+                   help="keep this share of every backbone weight, the rest from a fresh seed-0 init; the task head is "
+                        "not touched (0.5 lets small pretrained models fine-tune; RESULTS.md)")
     p.add_argument("--train-file", nargs="+", default=d["train_file"], required=d["train_file"] is None,
                    help="NLI training files (TSV/JSONL, .gz ok) or a hub dataset (nyu-mll/multi_nli)")
     p.add_argument("--dev-file", nargs="+", default=None, help="dev NLI file(s) for evaluation / best checkpoint")
