@@ -15,6 +15,7 @@ from mdeberta.recipes.compare import (
     compare_groups,
     compare_pair,
     find_predictions,
+    group_difference,
     mcnemar_exact_p,
 )
 
@@ -108,6 +109,16 @@ def test_groups_compare_every_candidate_with_every_baseline(tmp_path):
     assert result["candidate_group"] == {"runs": 1, "mean_avg": 75.0, "std_avg": 0.0, "min_avg": 75.0, "max_avg": 75.0}
     assert result["baseline_group"]["mean_avg"] == 50.0 and result["baseline_group"]["runs"] == 2
     assert result["per_language"]["en"] == {"mean_difference": 25.0, "candidate_wins": 2, "pairs": 2}
+    assert result["group_difference"] == {"difference": 25.0, "se": None, "welch_t": None}
+
+
+def test_group_difference_is_welch_over_runs():
+    cand = {"runs": 3, "mean_avg": 36.0, "std_avg": 0.6}
+    base = {"runs": 2, "mean_avg": 35.0, "std_avg": 0.8}
+    g = group_difference(cand, base)
+    se = math.sqrt(0.36 / 3 + 0.64 / 2)
+    assert g["difference"] == pytest.approx(1.0) and g["se"] == pytest.approx(se)
+    assert g["welch_t"] == pytest.approx(1.0 / se)
 
 
 def test_cli_prints_the_table_and_writes_json(tmp_path, capsys, caplog):
@@ -121,6 +132,7 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys, caplog):
     printed = capsys.readouterr().out
     assert "| cand | base | 60.00 | 25.00 | +35.00 |" in printed
     assert "| mean difference | +40.0 | +30.0 |" in printed
+    assert "group means differ by +35.00 (seed noise unknown: fewer than 2 runs in a group)" in printed
     assert "| cand | 60.0 | 90.0 | 30.0 | –" in printed and "| base | 25.0 | 50.0 | 0.0 | –" in printed
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     saved = json.loads(out.read_text())

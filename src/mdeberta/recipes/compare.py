@@ -9,7 +9,8 @@ compares every candidate run with every baseline run example by example:
 
 Per pair it reports both averages, the difference with a 95% confidence interval, the discordant counts
 (examples only the candidate gets right / only the baseline gets right) and McNemar's test on them: the exact
-two-sided binomial p-value and the normal z. Per group it reports mean and spread of the average over seeds,
+two-sided binomial p-value and the normal z. Per group it reports mean and spread of the average over seeds and
+the difference of the group means with its standard error over runs (Welch's t: the seed-to-seed noise),
 per language the mean difference and how many pairs the candidate wins, and each run's row in the published layout.
 ``--output cmp.json`` also writes all of it (per-language numbers of every pair included) as JSON, the report as
 ``cmp.md`` and a PNG of the per-language differences as ``cmp.png``.
@@ -180,9 +181,21 @@ def compare_groups(candidates: Sequence[str | os.PathLike], baselines: Sequence[
         for role, path, avg in (("candidate", pair.candidate, pair.candidate_avg),
                                 ("baseline", pair.baseline, pair.baseline_avg)):
             runs.setdefault(path, {"avg": avg, **{x: r[role] for x, r in pair.per_language.items()}})
-    return {"candidate_group": group(list(cand_avgs.values())), "baseline_group": group(list(base_avgs.values())),
+    cand_group, base_group = group(list(cand_avgs.values())), group(list(base_avgs.values()))
+    return {"candidate_group": cand_group, "baseline_group": base_group,
+            "group_difference": group_difference(cand_group, base_group),
             "candidate_wins": sum(p.difference > 0 for p in pairs), "pairs": [asdict(p) for p in pairs],
             "per_language": per_language, "runs": runs}
+
+
+def group_difference(candidate: dict[str, float], baseline: dict[str, float]) -> dict[str, float | None]:
+    """Difference of the groups' mean averages and Welch's t over runs (seed-to-seed noise, which the per-pair
+    McNemar test cannot see: it treats each run as fixed and only the test examples as random)."""
+    diff = candidate["mean_avg"] - baseline["mean_avg"]
+    if candidate["runs"] < 2 or baseline["runs"] < 2:
+        return {"difference": diff, "se": None, "welch_t": None}
+    se = math.sqrt(candidate["std_avg"] ** 2 / candidate["runs"] + baseline["std_avg"] ** 2 / baseline["runs"])
+    return {"difference": diff, "se": se, "welch_t": diff / se if se > 0 else None}
 
 
 # --------------------------------------------------------------------------- report
@@ -199,6 +212,13 @@ def _run_names(paths: Sequence[str]) -> dict[str, str]:
     return {p: short[p] if list(short.values()).count(short[p]) == 1 else p for p in paths}
 
 
+def _group_line(g: dict[str, float | None]) -> str:
+    if g["se"] is None:
+        return f"group means differ by {g['difference']:+.2f} (seed noise unknown: fewer than 2 runs in a group)"
+    t = "undefined" if g["welch_t"] is None else f"{g['welch_t']:+.2f}"
+    return f"group means differ by {g['difference']:+.2f} ± {g['se']:.2f} (standard error over runs; Welch t {t})"
+
+
 def markdown_report(result: dict[str, Any]) -> str:
     c, b = result["candidate_group"], result["baseline_group"]
     names = _run_names(list(result["runs"]))
@@ -207,6 +227,7 @@ def markdown_report(result: dict[str, Any]) -> str:
         f"max {c['max_avg']:.1f}); baseline: {b['runs']} run(s), avg {b['mean_avg']:.2f} ± {b['std_avg']:.2f} "
         f"(min {b['min_avg']:.1f}, max {b['max_avg']:.1f}); candidate ahead in {result['candidate_wins']} of "
         f"{len(result['pairs'])} pairs",
+        _group_line(result["group_difference"]),
         "",
         "| candidate | baseline | candidate avg | baseline avg | difference | 95% CI | only candidate right | "
         "only baseline right | McNemar z | p |",
