@@ -198,4 +198,16 @@ def test_shrink_to_init_mixes_pretrained_and_fresh_weights(tiny_backbone, synthe
             load_model_for_nli(str(backbone), tok, shrink_to_init=bad)
     out = tmp_path / "run"
     assert run_finetune(tiny_backbone, synthetic_nli, out, "--max-steps", "2", "--shrink-to-init", "0.5") == 0
-    assert json.loads((out / "final" / "training_info.json").read_text())["shrink_to_init"] == 0.5
+    info = json.loads((out / "final" / "training_info.json").read_text())
+    assert info["shrink_to_init"] == 0.5 and info["shrink_init_seed"] == 0
+    # --shrink-init-seed picks another θ_init.
+    torch.manual_seed(123)
+    other = dict(load_model_for_nli(str(backbone), tok, shrink_to_init=0.25, shrink_init_seed=5).named_parameters())
+    torch.manual_seed(5)
+    fresh5 = dict(DebertaModel(shrunk_model.config).named_parameters())
+    name = "encoder.layer.0.attention.self.query_proj.weight"
+    torch.testing.assert_close(other[f"deberta.{name}"], 0.25 * pretrained[f"deberta.{name}"] + 0.75 * fresh5[name])
+    out5 = tmp_path / "run5"
+    assert run_finetune(tiny_backbone, synthetic_nli, out5, "--max-steps", "1", "--shrink-to-init", "0.5",
+                        "--shrink-init-seed", "5") == 0
+    assert json.loads((out5 / "final" / "training_info.json").read_text())["shrink_init_seed"] == 5

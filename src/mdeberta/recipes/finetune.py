@@ -90,7 +90,7 @@ def shrink_towards_init(model: torch.nn.Module, keep: float, init_seed: int = 0)
 
 
 def load_model_for_nli(model: str, tokenizer: Any, random_init: bool = False,
-                       shrink_to_init: float | None = None) -> Any:
+                       shrink_to_init: float | None = None, shrink_init_seed: int = 0) -> Any:
     """A 3-way NLI classifier from a folder / hub id (or, with ``random_init``, the same architecture untrained).
 
     A checkpoint without a classification head gets a fresh one (logged); one whose head has other labels is
@@ -98,7 +98,7 @@ def load_model_for_nli(model: str, tokenizer: Any, random_init: bool = False,
     """
     result = _load_model_for_nli(model, tokenizer, random_init)
     if shrink_to_init is not None:
-        shrink_towards_init(result, shrink_to_init)
+        shrink_towards_init(result, shrink_to_init, shrink_init_seed)
     return result
 
 
@@ -253,7 +253,8 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
                 max_steps, max_steps / steps_per_epoch, steps_per_epoch, args.batch_size, per_step, args.grad_accum,
                 env.world_size, warmup)
 
-    model = load_model_for_nli(args.model, tokenizer, args.random_init, args.shrink_to_init).to(env.device)
+    model = load_model_for_nli(args.model, tokenizer, args.random_init, args.shrink_to_init,
+                               args.shrink_init_seed).to(env.device)
     model.train()
     wrapped = wrap_model(model, env)
     optimizer = build_optimizer(wrapped, lr=args.learning_rate, weight_decay=args.weight_decay, betas=(0.9, 0.999),
@@ -265,6 +266,7 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
 
     info = {"source_model": str(args.model), "random_init": bool(args.random_init),
             "shrink_to_init": args.shrink_to_init,
+            "shrink_init_seed": args.shrink_init_seed if args.shrink_to_init is not None else None,
             "train_file": [str(f) for f in args.train_file], "train_examples": len(train_features),
             "learning_rate": args.learning_rate, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
             "warmup_steps": warmup, "max_steps": max_steps, "seed": args.seed, "precision": precision}
@@ -316,8 +318,11 @@ def add_finetune_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] 
     p.add_argument("--random-init", action="store_true",
                    help="same architecture as --model (folder or preset) but untrained: the no-pretraining baseline")
     p.add_argument("--shrink-to-init", type=float, default=None, metavar="KEEP",
-                   help="keep this share of every backbone weight, the rest from a fresh seed-0 init; the task head is "
-                        "not touched (0.5 lets small pretrained models fine-tune; RESULTS.md)")
+                   help="keep this share of every backbone weight, the rest from a fresh init (--shrink-init-seed); "
+                        "the task head is not touched (RESULTS.md: what it does for small pretrained models)")
+    p.add_argument("--shrink-init-seed", type=int, default=0,
+                   help="seed of the fresh init that --shrink-to-init mixes in (independent of --seed, so that "
+                        "fine-tuning seeds can be varied with the same θ_init, and the other way round)")
     p.add_argument("--train-file", nargs="+", default=d["train_file"], required=d["train_file"] is None,
                    help="NLI training files (TSV/JSONL, .gz ok) or a hub dataset (nyu-mll/multi_nli)")
     p.add_argument("--dev-file", nargs="+", default=None, help="dev NLI file(s) for evaluation / best checkpoint")
