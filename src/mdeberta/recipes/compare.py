@@ -86,7 +86,10 @@ def mcnemar_exact_p(candidate_only: int, baseline_only: int) -> float:
     n, k = candidate_only + baseline_only, min(candidate_only, baseline_only)
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(k + 1))
+    term = tail = 1  # C(n, 0); each next term C(n, i + 1) = C(n, i) * (n - i) / (i + 1), exact in integers
+    for i in range(k):
+        term = term * (n - i) // (i + 1)
+        tail += term
     return min(1.0, 2 * tail / 2**n)
 
 
@@ -113,9 +116,20 @@ def _language_order(languages: Sequence[str]) -> list[str]:
     return known + sorted(set(languages) - set(known))
 
 
-def compare_pair(candidate_path: Path, baseline_path: Path) -> PairedComparison:
-    """Compare two predictions files example by example; they must hold the same examples with the same gold."""
-    cand, base = read_correctness(candidate_path), read_correctness(baseline_path)
+Correctness = dict[tuple[str, int], tuple[str, bool]]
+
+
+def compare_pair(candidate_path: Path, baseline_path: Path, records: dict[Path, Correctness] | None = None,
+                 ) -> PairedComparison:
+    """Compare two predictions files example by example; they must hold the same examples with the same gold.
+
+    ``records``: files already read (path -> read_correctness), so that a group comparison reads each file once.
+    """
+    records = records if records is not None else {}
+    for path in (candidate_path, baseline_path):
+        if path not in records:
+            records[path] = read_correctness(path)
+    cand, base = records[candidate_path], records[baseline_path]
     if cand.keys() != base.keys():
         only_c, only_b = sorted(cand.keys() - base.keys()), sorted(base.keys() - cand.keys())
         first = (f"{only_c[0][0]}/{only_c[0][1]} only in {candidate_path}" if only_c
@@ -163,7 +177,8 @@ def compare_groups(candidates: Sequence[str | os.PathLike], baselines: Sequence[
     """Every candidate run against every baseline run, plus per-group and per-language summaries."""
     cand_paths = [find_predictions(p, split) for p in candidates]
     base_paths = [find_predictions(p, split) for p in baselines]
-    pairs = [compare_pair(c, b) for c in cand_paths for b in base_paths]
+    records: dict[Path, Correctness] = {}
+    pairs = [compare_pair(c, b, records) for c in cand_paths for b in base_paths]
 
     def group(avgs: list[float]) -> dict[str, float]:
         return {"runs": len(avgs), "mean_avg": statistics.fmean(avgs),
