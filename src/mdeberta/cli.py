@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "mdeberta.recipes.xnli",
     "mdeberta.recipes.predict",
     "mdeberta.recipes.compare",
+    "mdeberta.recipes.probe",
     "mdeberta.bench",
 )
 

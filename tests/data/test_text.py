@@ -18,6 +18,7 @@ from mdeberta.data.text import (
     MaskingConfig,
     PackedTextDataset,
     PretrainingLoader,
+    ShuffleConfig,
     discover_corpus,
     language_probabilities,
 )
@@ -99,7 +100,7 @@ def test_packing_layout_and_long_lines_are_split(tmp_path, tokenizer):
     long_line = " ".join(["abc", "def", "gh"] * 200)
     (tmp_path / "xx.txt").write_text(long_line + "\nshort line\n", encoding="utf-8")
     ds = PackedTextDataset(discover_corpus(tmp_path), tokenizer, max_seq_length=16, batch_size=2,
-                           masking=MaskingConfig(), seed=0)
+                           masking=MaskingConfig(), seed=0, shuffle=ShuffleConfig(buffer_lines=0))
     expected = tokenizer.encode(long_line, add_special_tokens=False) + tokenizer.encode(
         "short line", add_special_tokens=False)
     body = []
@@ -215,7 +216,7 @@ def test_stray_nul_line_is_skipped_with_its_line_number(tmp_path, tokenizer, cap
     with gzip.open(path, "wt") as f:
         f.write("\n".join(lines) + "\n")
     files = discover_corpus(path)
-    ds = PackedTextDataset(files, tokenizer, max_seq_length=64, batch_size=1)
+    ds = PackedTextDataset(files, tokenizer, max_seq_length=64, batch_size=1, shuffle=ShuffleConfig(buffer_lines=0))
     with caplog.at_level("WARNING", logger="mdeberta.data"):
         batch = next(ds.iter_shard(0))
     ids = torch.where(batch["labels"] >= 0, batch["labels"], batch["input_ids"])[0].tolist()  # undo the masking
@@ -248,3 +249,127 @@ def test_bad_input_is_reported(tmp_path, tokenizer):
         list(islice(ds.iter_shard(1), 2))
     with pytest.raises(DataError, match="mask_prob"):
         MaskingConfig(mask_prob=1.5)
+
+
+# --------------------------------------------------------------------------- shuffling
+BLOCK_WORDS = ["alpha", "bravo", "delta", "gamma"]  # block k of the file uses word k only
+
+
+def _block_ordered(path: Path, lines_per_block: int = 300, gz: bool = False) -> list[str]:
+    """A source-ordered corpus: four blocks, each one word repeated (a line = 'word word ... N')."""
+    lines = [f"{word} {word} {word} {i}" for word in BLOCK_WORDS for i in range(lines_per_block)]
+    text = "\n".join(lines) + "\n"
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return lines
+
+
+@pytest.fixture(scope="module")
+def block_tokenizer(tmp_path_factory):
+    from mdeberta.tokenizer import DebertaTokenizer, train_tokenizer
+
+    folder = tmp_path_factory.mktemp("blocktok")
+    _block_ordered(folder / "train.txt")
+    return DebertaTokenizer.from_pretrained(train_tokenizer(folder / "train.txt", folder / "tok", vocab_size=28,
+                                                            num_threads=1))
+
+
+def _blocks_in(batch, tokenizer) -> set[str]:
+    ids = batch["labels"].where(batch["labels"] != -100, batch["input_ids"])
+    text = tokenizer.decode(ids.reshape(-1).tolist())
+    return {w for w in BLOCK_WORDS if w in text}
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_shuffled_stream_mixes_a_block_ordered_file_from_the_first_batch(tmp_path, block_tokenizer, gz):
+    path = tmp_path / ("xx.txt.gz" if gz else "xx.txt")
+    _block_ordered(path, gz=gz)
+    files = discover_corpus(path)
+    ordered = PackedTextDataset(files, block_tokenizer, max_seq_length=32, batch_size=4,
+                                shuffle=ShuffleConfig(buffer_lines=0))
+    assert all(_blocks_in(b, block_tokenizer) == {"alpha"} for b in islice(ordered.iter_shard(0), 3))
+    shuffled = PackedTextDataset(files, block_tokenizer, max_seq_length=32, batch_size=4,
+                                 shuffle=ShuffleConfig(buffer_lines=64, segments=8))
+    first = next(iter(shuffled.iter_shard(0)))
+    assert _blocks_in(first, block_tokenizer) == set(BLOCK_WORDS)  # all four blocks in the very first batch
+
+
+def _epoch_lines(files, shuffle, shard=0, num_shards=1, epochs=1, seed=0):
+    from mdeberta.data.text import _LanguageStream
+
+    stream = _LanguageStream("xx", files, shard, num_shards, lambda t: [1], shuffle, seed)
+    out: list[list[str]] = [[] for _ in range(epochs)]
+    while True:
+        raw = stream._next_own_line()
+        if stream.epoch >= epochs:
+            return out
+        out[stream.epoch].append(raw.decode().strip())
+
+
+@pytest.mark.parametrize("segments", [1, 3, 16, 200])
+def test_pieces_and_shards_cover_every_line_once_per_epoch(tmp_path, segments):
+    """Pieces are cut at arbitrary bytes: every line must still be read exactly once, by exactly one shard."""
+    rng = random.Random(segments)
+    lines = [" ".join("w" * rng.randint(1, 9) for _ in range(rng.randint(1, 30))) + f" {i}" for i in range(500)]
+    path = tmp_path / "xx.txt.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    files = discover_corpus(path)
+    shuffle = ShuffleConfig(buffer_lines=50, segments=segments)
+    per_shard = [_epoch_lines(files, shuffle, shard, 3, epochs=4) for shard in range(3)]
+    for epoch in range(4):
+        got = [line for shard in per_shard for line in shard[epoch]]
+        assert sorted(got) == sorted(lines)  # each line once, over the shards together
+    if segments > 1:  # several places of the file are read at once
+        assert per_shard[0][0] != sorted(per_shard[0][0], key=lines.index)
+
+
+def test_shards_of_a_language_folder_are_read_in_a_new_order_each_epoch(tmp_path, block_tokenizer):
+    folder = tmp_path / "corpus" / "xx"
+    folder.mkdir(parents=True)
+    for k, word in enumerate(BLOCK_WORDS):
+        (folder / f"part-{k}.txt").write_text("\n".join(f"{word} {i}" for i in range(20)) + "\n")
+    (tmp_path / "corpus" / "yy.txt").write_text("delta delta\n" * 30)
+    files = discover_corpus(tmp_path / "corpus")
+    assert [f.language for f in files] == ["yy", "xx", "xx", "xx", "xx"] or sorted(
+        f.language for f in files) == ["xx"] * 4 + ["yy"]
+    xx = [f for f in files if f.language == "xx"]
+    order = [[line.split()[0] for line in epoch][::20] for epoch in _epoch_lines(
+        xx, ShuffleConfig(buffer_lines=2, segments=1), epochs=4)]
+    assert all(sorted(o) == sorted(BLOCK_WORDS) for o in order)  # whole files, one after another
+    assert len({tuple(o) for o in order}) > 1  # in a new order per epoch
+    ds = PackedTextDataset(files, block_tokenizer, max_seq_length=16, batch_size=2, alpha=1.0)
+    assert ds.probabilities["xx"] == pytest.approx(sum(f.size for f in xx) / sum(f.size for f in files))
+    (tmp_path / "corpus" / "xx.txt").write_text("one more\n")
+    with pytest.raises(DataError, match="two sources for language 'xx'"):
+        discover_corpus(tmp_path / "corpus")
+
+
+def test_shuffled_loader_resume_is_exact_across_windows(tmp_path, block_tokenizer):
+    path = tmp_path / "xx.txt.gz"
+    _block_ordered(path, gz=True)
+    (tmp_path / "yy.txt").write_text("\n".join(f"gamma delta {i}" for i in range(200)) + "\n")
+
+    def loader():
+        ds = PackedTextDataset(discover_corpus([path, tmp_path / "yy.txt"]), block_tokenizer, max_seq_length=24,
+                               batch_size=3, seed=5, shuffle=ShuffleConfig(buffer_lines=40, segments=5))
+        return PretrainingLoader(ds, num_workers=2)
+
+    expected = [b["input_ids"] for b in islice(loader(), 40)]  # several windows and a pass over yy
+    for cut in (1, 7, 23):
+        first = loader()
+        got = [b["input_ids"] for b in islice(first, cut)]
+        resumed = loader()
+        resumed.load_state_dict(first.state_dict())
+        got += [b["input_ids"] for b in islice(resumed, 40 - cut)]
+        assert all(torch.equal(x, y) for x, y in zip(got, expected, strict=True)), cut
+
+
+def test_shuffle_config_is_checked():
+    with pytest.raises(DataError, match="buffer_lines"):
+        ShuffleConfig(buffer_lines=-1)
+    with pytest.raises(DataError, match="segments"):
+        ShuffleConfig(segments=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from nli_helpers import LABEL_NAMES, XNLI_DIR, synthetic_pairs, tokenizer_text, write_tsv
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from nli_helpers import SHARED, write_xnli_folder
 
 from mdeberta.cli import main
 from mdeberta.data.nli import LABELS, XNLI_LANGUAGES, load_xnli
 from mdeberta.model import DebertaForSequenceClassification
 from mdeberta.recipes.evaluate import PUBLISHED, evaluate_xnli, markdown_table
 from mdeberta.tokenizer import DebertaTokenizer
+from nli_helpers import SHARED, write_xnli_folder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -168,46 +168,20 @@ def test_torchrun_two_processes(tiny_backbone, synthetic_nli, tmp_path):
     assert acc == pytest.approx(info["dev_accuracy"])
 
 
-def test_shrink_to_init_mixes_pretrained_and_fresh_weights(tiny_backbone, synthetic_nli, tmp_path):
-    tok = DebertaTokenizer.from_pretrained(tiny_backbone)
-    # "Pretrained" weights that are not the seed-0 init the shrink draws θ_init from.
-    torch.manual_seed(7)
-    backbone = tmp_path / "pretrained"
-    DebertaModel(DebertaModel.from_pretrained(tiny_backbone).config).save_pretrained(backbone)
-    tok.save_pretrained(backbone)
-    torch.manual_seed(123)  # the head's init: the same in both loads
-    pretrained = dict(load_model_for_nli(str(backbone), tok).named_parameters())
-    torch.manual_seed(123)
-    shrunk_model = load_model_for_nli(str(backbone), tok, shrink_to_init=0.25)
-    shrunk = dict(shrunk_model.named_parameters())
-    torch.manual_seed(0)
-    fresh = dict(DebertaModel(shrunk_model.config).named_parameters())
-    for name in ("encoder.layer.0.attention.self.query_proj.weight", "embeddings.word_embeddings.weight",
-                 "encoder.rel_embeddings.weight"):
-        full = f"deberta.{name}"
-        torch.testing.assert_close(shrunk[full], 0.25 * pretrained[full] + 0.75 * fresh[name])
-        assert not torch.equal(pretrained[full], fresh[name])
-    # The freshly initialised task head is left as initialised, not shrunk.
-    head = [n for n in shrunk if not n.startswith("deberta.")]
-    assert head and all(torch.equal(shrunk[n], pretrained[n]) for n in head)
-    kept = dict(load_model_for_nli(str(backbone), tok, shrink_to_init=1.0).named_parameters())
-    torch.testing.assert_close(kept["deberta.embeddings.word_embeddings.weight"],
-                               pretrained["deberta.embeddings.word_embeddings.weight"])
-    for bad in (0.0, 1.5):
-        with pytest.raises(ValueError, match=r"--shrink-to-init .* must be in \(0, 1\]"):
-            load_model_for_nli(str(backbone), tok, shrink_to_init=bad)
+def test_warmup_ratio_and_layerwise_lr_decay(tiny_backbone, synthetic_nli, tmp_path, caplog):
     out = tmp_path / "run"
-    assert run_finetune(tiny_backbone, synthetic_nli, out, "--max-steps", "2", "--shrink-to-init", "0.5") == 0
+    assert run_finetune(tiny_backbone, synthetic_nli, out, "--max-steps", "10", "--warmup-ratio", "0.2",
+                        "--layerwise-lr-decay", "0.5") == 0
+    train = [r for r in records(out) if "loss" in r]
+    # Warmup: 2 of 10 steps; the head (group 0 is the first parameter's, the embeddings) and the top layer.
+    head = [r["lr/default_depth_3"] for r in train]
+    assert head[:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3])
+    assert [r["lr/default_depth_2"] for r in train][2] == pytest.approx(5e-4)
+    assert [r["lr/default_depth_0"] for r in train][2] == pytest.approx(1e-3 * 0.5 ** 3)
     info = json.loads((out / "final" / "training_info.json").read_text())
-    assert info["shrink_to_init"] == 0.5 and info["shrink_init_seed"] == 0
-    # --shrink-init-seed picks another θ_init.
-    torch.manual_seed(123)
-    other = dict(load_model_for_nli(str(backbone), tok, shrink_to_init=0.25, shrink_init_seed=5).named_parameters())
-    torch.manual_seed(5)
-    fresh5 = dict(DebertaModel(shrunk_model.config).named_parameters())
-    name = "encoder.layer.0.attention.self.query_proj.weight"
-    torch.testing.assert_close(other[f"deberta.{name}"], 0.25 * pretrained[f"deberta.{name}"] + 0.75 * fresh5[name])
-    out5 = tmp_path / "run5"
-    assert run_finetune(tiny_backbone, synthetic_nli, out5, "--max-steps", "1", "--shrink-to-init", "0.5",
-                        "--shrink-init-seed", "5") == 0
-    assert json.loads((out5 / "final" / "training_info.json").read_text())["shrink_init_seed"] == 5
+    assert info["warmup_steps"] == 2 and info["layerwise_lr_decay"] == 0.5
+    for flag, value in (("--warmup-ratio", "1.5"), ("--layerwise-lr-decay", "0")):
+        caplog.clear()
+        assert run_finetune(tiny_backbone, synthetic_nli, tmp_path / "bad", flag, value) == 2
+        assert any(flag in r.getMessage() for r in caplog.records)
+        assert not (tmp_path / "bad").exists()  # checked before anything is read or written

@@ -50,7 +50,8 @@ def _args(setup, out, *extra):
 
 
 def _losses(out: Path, key: str = "loss") -> list[float]:
-    return [json.loads(s)[key] for s in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r[key] for r in records if key in r]
 
 
 def test_resume_is_exact(setup, tmp_path):
@@ -71,7 +72,7 @@ def test_resume_with_corrupt_newest_checkpoint_falls_back(setup, tmp_path):
     assert main(_args(setup, tmp_path, *common)) == 0
     (tmp_path / "checkpoints" / "step-00000002.pt").write_bytes(b"\x00" * 10)
     assert main(_args(setup, tmp_path, "--max-steps", "4", "--num-workers", "0", "--resume")) == 0
-    steps = [json.loads(s)["step"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     assert steps == [1, 2, 2, 3, 4]  # resumed from step 1 after skipping the corrupt step-2 file
 
 
@@ -127,8 +128,10 @@ def test_mlm_objective_and_plot(setup, tmp_path, capsys):
     args = _args(setup, tmp_path, "--max-steps", "3", "--num-workers", "0", "--objective", "mlm",
                  "--masking", "whole_word")
     assert main(args) == 0
-    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    records = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    record = [r for r in records if "loss" in r][-1]
     assert "mlm_accuracy" in record and "rtd_loss" not in record
+    assert "eval/embedding_common_share" in records[-1]  # health of the MLM model at the end
     ids = torch.tensor([[1, 10, 20, 30, 2]])
     hf = transformers.DebertaV2ForMaskedLM.from_pretrained(tmp_path / "export" / "model").eval()
     ours = DebertaForMaskedLM.from_pretrained(tmp_path / "export" / "model").eval()
@@ -137,6 +140,25 @@ def test_mlm_objective_and_plot(setup, tmp_path, capsys):
     (tmp_path / "metrics.png").unlink()
     assert main(["plot", str(tmp_path)]) == 0
     assert (tmp_path / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_defaults_from_the_preset_and_health_metrics(setup, tmp_path):
+    """No --lr / --warmup-steps: the preset's rate (micro: 1e-3), warmup 10% of the steps; health metrics logged."""
+    from mdeberta.recipes.pretrain import PRETRAINING_LR
+
+    args = ["pretrain", "--data", setup["corpus"], "--tokenizer", setup["tok"], "--output", str(tmp_path),
+            "--model-preset", "deberta-v3-micro", "--max-seq-length", "32", "--batch-size", "4", "--log-every", "1",
+            "--no-progress", "--device", "cpu", "--max-steps", "10", "--num-workers", "0", "--health-every", "5"]
+    assert main(args) == 0
+    records = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if "lr" in r]
+    peak = PRETRAINING_LR["deberta-v3-micro"]
+    assert lrs[0] == pytest.approx(peak / 2) and lrs[1] == pytest.approx(peak)  # 1 warmup step = 10% of 10
+    health = [r for r in records if "eval/embedding_common_share" in r]
+    assert [r["step"] for r in health] == [5, 10]
+    assert all(0 <= r["eval/embedding_common_share"] < 1 and -1 <= r["eval/token_cosine"] <= 1 for r in health)
+    run_config = json.loads((tmp_path / "run_config.json").read_text())
+    assert run_config["adam_betas"] == [0.9, 0.999] and run_config["shuffle_buffer"] > 1
 
 
 def test_bad_arguments_are_clear(setup, tmp_path):

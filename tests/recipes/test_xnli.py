@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from nli_helpers import NLI_EN_DIR, XNLI_DIR, write_xnli_folder
 
 from mdeberta.cli import main
 from mdeberta.data.nli import XNLI_LANGUAGES
 from mdeberta.recipes.evaluate import accuracy_from_predictions
+from nli_helpers import NLI_EN_DIR, XNLI_DIR, write_xnli_folder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -176,3 +176,32 @@ def test_cpu_threads_leave_room_for_data_workers(monkeypatch):
         assert configure_cpu_threads(env, data_workers=2) == 3  # the user's explicit choice wins
     finally:
         torch.set_num_threads(before)
+
+
+def test_layerwise_lr_decay_groups():
+    from mdeberta.config import preset
+    from mdeberta.model import DebertaForSequenceClassification
+    from mdeberta.train.optim import layer_depth
+
+    model = DebertaForSequenceClassification(preset("deberta-v3-micro", vocab_size=50, num_labels=3))
+    n = model.config.num_hidden_layers
+    lrs = {name: g["lr"] for g in param_groups(model, 1e-3, 0.01, layerwise_lr_decay=0.5, num_layers=n)
+           for name in g["param_names"]}
+    assert lrs["classifier.weight"] == lrs["pooler.dense.bias"] == pytest.approx(1e-3)  # the head keeps lr
+    assert lrs[f"deberta.encoder.layer.{n - 1}.output.dense.weight"] == pytest.approx(1e-3 * 0.5)
+    assert lrs["deberta.encoder.layer.0.attention.self.query_proj.weight"] == pytest.approx(1e-3 * 0.5 ** n)
+    for name in ("deberta.embeddings.word_embeddings.weight", "deberta.encoder.rel_embeddings.weight",
+                 "deberta.encoder.LayerNorm.weight"):
+        assert lrs[name] == pytest.approx(1e-3 * 0.5 ** (n + 1))
+    assert layer_depth("module.deberta.encoder.layer.11.attention.output.dense.weight", 12) == 12  # DDP names
+    assert len(lrs) == len(list(model.parameters()))  # every parameter in exactly one group
+    opt = build_optimizer(model, 1e-3, layerwise_lr_decay=0.8, num_layers=n)
+    sched = linear_schedule(opt, 0, 10)
+    ratios = [g["lr"] / opt.param_groups[0]["lr"] for g in opt.param_groups]
+    opt.step()  # no gradients: nothing moves
+    sched.step()
+    assert [g["lr"] / opt.param_groups[0]["lr"] for g in opt.param_groups] == pytest.approx(ratios)  # kept
+    with pytest.raises(ValueError, match="decay must be in"):
+        param_groups(model, 1e-3, layerwise_lr_decay=1.5, num_layers=n)
+    with pytest.raises(ValueError, match="number of layers"):
+        param_groups(model, 1e-3, layerwise_lr_decay=0.8)

@@ -146,3 +146,24 @@ def test_continued_pretraining_from_released_folders(tmp_path):
     assert torch.count_nonzero(only_disc.delta) == 0  # generator starts from the released table
     assert torch.equal(only_disc.generator.deberta.embeddings.word_embeddings.weight,
                        released_disc.deberta.embeddings.word_embeddings.weight)
+
+
+def test_health_metrics_see_a_degenerate_table_and_collapsed_tokens():
+    from mdeberta.train.pretraining import embedding_common_share, mean_token_cosine, representation_health
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(1000, 32, generator=g) * 0.02
+    assert embedding_common_share(table) < 0.01  # about 1/V for independent rows
+    common = torch.randn(32, generator=g)
+    assert embedding_common_share(table + 0.1 * common) > 0.9  # one vector dominates every row
+    hidden = torch.randn(2, 10, 32, generator=g)
+    mask = torch.ones(2, 10, dtype=torch.long)
+    assert abs(mean_token_cosine(hidden, mask)) < 0.1
+    assert mean_token_cosine(hidden * 0.01 + common, mask) > 0.99
+    mask[1, 5:] = 0  # padding is ignored
+    assert mean_token_cosine(torch.where(mask.bool()[..., None], hidden * 0.01 + common, -common), mask) > 0.99
+    probe = {"input_ids": _batch()["input_ids"], "attention_mask": torch.ones(2, 24, dtype=torch.long)}
+    for sharing in ("gdes", "es"):
+        health = representation_health(_model(sharing), probe)
+        assert set(health) == {"embedding_common_share", "token_cosine"}
+        assert 0 <= health["embedding_common_share"] < 0.2 and -1 <= health["token_cosine"] <= 1

@@ -1,8 +1,18 @@
-"""Streaming multilingual text for pretraining: read, tokenize on the fly, pack, mask - in DataLoader workers.
+"""Streaming multilingual text for pretraining: read, shuffle, tokenize on the fly, pack, mask - in DataLoader workers.
 
-Corpus: a folder of per-language files (``en.txt.gz``, ``fr.txt`` ...) or a list of files; plain or gzip text,
-one sentence or document per line. Nothing is loaded into memory: each data *shard* (one per rank x
-DataLoader worker) streams every file and keeps the lines whose index falls in its shard (``line % S == s``).
+Corpus: a folder of per-language files (``en.txt.gz``, ``fr.txt`` ...) and/or per-language sub-folders of shards
+(``en/part-000.txt.gz`` ...), or a list of those; plain or gzip text, one sentence or document per line. Nothing
+is loaded into memory: each data *shard* (one per rank x DataLoader worker) streams every file and keeps the
+lines whose index within their piece of the file falls in its shard (``index % S == s``).
+
+Shuffling (DeBERTa and ELECTRA train on shuffled documents; corpora are often stored in source order, e.g. one
+book or one source after another). Per language and epoch, the files are cut into *pieces* (``segments`` byte
+ranges per language, split at line boundaries), the pieces are visited in a seeded random order, and up to
+``segments`` of them are read at once, round-robin, into a *shuffle window* of ``buffer_lines`` lines, which is
+emitted in a seeded random permutation. So even the first batch mixes text from all over a source-ordered file,
+memory stays at one window per language, and the state needed for exact resumption is small: where each open
+piece stood when the window was filled, and how many of its lines were emitted (the window is re-read and
+re-permuted on resume instead of being written into every checkpoint).
 
 Each packed sequence is ``[CLS] t1 ... t_{L-2} [SEP]`` from ONE language, drawn with probability
 ``p(lang) ∝ n_lang ** alpha`` (XLM-R's rule: alpha < 1 flattens the distribution and upsamples thin
@@ -10,7 +20,7 @@ languages). Lines are concatenated; a line longer than a sequence continues in t
 language, so no text is dropped. Masking happens here too (numpy, in the worker), as does the uniform noise the
 RTD generator uses to sample replacements, so the whole batch is a deterministic function of the shard's state.
 
-Determinism and resumption: a shard's state (its RNG, and per language the file offset, epoch and leftover
+Determinism and resumption: a shard's state (its RNG, and per language the reading position, window and leftover
 tokens) travels with every batch; :class:`PretrainingLoader` keeps the state of the last consumed batch of each
 shard, so a checkpoint continues the exact stream. The global stream depends only on the number of shards S
 (= world_size x max(1, num_workers)): 1 process x 2 workers and 2 processes x 1 worker read the same batches.
@@ -23,6 +33,7 @@ import gzip
 import logging
 import os
 import struct
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,37 +114,58 @@ def count_lines(path: Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
+def _corpus_paths(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[tuple[str, Path, Path]]:
+    """(language, file, origin) triples: files as given or in a folder (origin = the file), and the files of a
+    folder's sub-folders as one language's shards (origin = the sub-folder)."""
+    items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    found: list[tuple[str, Path, Path]] = []
+    for item in map(Path, items):
+        if not item.is_dir():
+            try:
+                found += [(_language_of(p), p, p) for p in expand_text_inputs(item, _SUFFIXES)]
+            except (FileNotFoundError, ValueError) as e:
+                raise DataError(f"corpus: {e}") from e
+            continue
+        before = len(found)
+        found += [(_language_of(p), p, p) for p in sorted(item.iterdir())
+                  if p.is_file() and p.name.endswith(_SUFFIXES)]
+        for sub in sorted(p for p in item.iterdir() if p.is_dir()):
+            found += [(sub.name, p, sub) for p in sorted(sub.iterdir()) if p.is_file() and p.name.endswith(_SUFFIXES)]
+        if len(found) == before:
+            raise DataError(f"corpus: no {' / '.join('*' + x for x in _SUFFIXES)} files in folder {item} or in its "
+                            "per-language sub-folders")
+    return found
+
+
 def discover_corpus(data: str | os.PathLike | Sequence[str | os.PathLike], languages: Sequence[str] | None = None,
                     size_by: str = "bytes") -> list[CorpusFile]:
-    """Corpus files with their language (file name without .txt/.gz) and size.
+    """Corpus files with their language and size.
 
-    ``data``: a folder (its *.txt / *.txt.gz / *.gz files), a file, or a list of those. ``languages`` selects and
-    orders languages; a language without a file is an error.
+    ``data``: a folder, a file, or a list of those. A folder's text files are one language each (file name
+    without .txt/.gz); its sub-folders are one language each (the folder name), their files that language's
+    shards. ``languages`` selects and orders languages; a language without a file is an error.
     """
     if size_by not in SIZE_BY:
         raise DataError(f"size_by={size_by!r}; allowed: {list(SIZE_BY)}")
-    try:
-        paths = expand_text_inputs(data, _SUFFIXES)
-    except (FileNotFoundError, ValueError) as e:
-        raise DataError(f"corpus: {e}") from e
-    by_lang: dict[str, Path] = {}
-    for p in paths:
-        lang = _language_of(p)
-        if lang in by_lang:
-            raise DataError(f"two files for language {lang!r}: {by_lang[lang]} and {p}")
-        by_lang[lang] = p
+    by_lang: dict[str, list[Path]] = {}
+    origin: dict[str, Path] = {}
+    for lang, path, source in _corpus_paths(data):
+        if origin.setdefault(lang, source) != source:
+            raise DataError(f"two sources for language {lang!r}: {origin[lang]} and {source}")
+        by_lang.setdefault(lang, []).append(path)
     if languages:
         missing = [lang for lang in languages if lang not in by_lang]
         if missing:
             raise DataError(f"no corpus file for language(s) {missing}; available: {sorted(by_lang)}")
         by_lang = {lang: by_lang[lang] for lang in languages}
     files = []
-    for lang, p in by_lang.items():
-        check_text_file(p)
-        size = float(_uncompressed_size(p) if size_by == "bytes" else count_lines(p))
-        if size <= 0:
-            raise DataError(f"corpus file {p} has no text")
-        files.append(CorpusFile(lang, p, size))
+    for lang, paths in by_lang.items():
+        for p in paths:
+            check_text_file(p)
+            size = float(_uncompressed_size(p) if size_by == "bytes" else count_lines(p))
+            if size <= 0:
+                raise DataError(f"corpus file {p} has no text")
+            files.append(CorpusFile(lang, p, size))
     return files
 
 
@@ -249,60 +281,202 @@ def word_start_table(tokenizer: Any) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- streaming
-class _LanguageStream:
-    """Token stream of one language for one shard; state = (epoch, byte offset, line index, leftover tokens)."""
+@dataclass(frozen=True)
+class ShuffleConfig:
+    """How each language's lines are shuffled (module docstring). ``buffer_lines <= 1`` turns shuffling off: the
+    files are read in the order given, front to back, as stored (what the reader did before it shuffled).
 
-    def __init__(self, file: CorpusFile, shard: int, num_shards: int, encode, state: dict | None = None) -> None:
-        self.file = file
-        self.shard = shard
-        self.num_shards = num_shards
-        self.encode = encode
-        state = state or {}
-        self.epoch = int(state.get("epoch", 0))
-        self.offset = int(state.get("offset", 0))
-        self.line = int(state.get("line", 0))
-        self.buffer: list[int] = list(state.get("buffer", []))
+    ``buffer_lines``: lines per language and shard permuted together (memory: one window of raw text each).
+    ``segments``: pieces per language (split evenly over its files, at least one per file) read at the same
+    time, so one window holds lines from that many places of the corpus.
+    """
+
+    buffer_lines: int = 16384
+    segments: int = 16
+
+    def __post_init__(self) -> None:
+        if self.buffer_lines < 0:
+            raise DataError(f"shuffle buffer_lines must be >= 0 (0 or 1: no shuffling), got {self.buffer_lines}")
+        if self.segments < 1:
+            raise DataError(f"shuffle segments must be >= 1, got {self.segments}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.buffer_lines > 1
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """The lines of ``path`` that start in the uncompressed byte range [start, end)."""
+
+    path: Path
+    start: int
+    end: float  # math.inf for a file's last piece, so a wrong size estimate never loses text
+
+
+def _split_into_pieces(files: Sequence[CorpusFile], segments: int) -> list[_Piece]:
+    per_file = max(1, -(-segments // len(files)))
+    pieces = []
+    for f in files:
+        size = _uncompressed_size(f.path)
+        k = max(1, min(per_file, size))
+        bounds: list[float] = [size * j // k for j in range(k)] + [float("inf")]
+        pieces += [_Piece(f.path, int(bounds[j]), bounds[j + 1]) for j in range(k)]
+    return pieces
+
+
+class _Cursor:
+    """Reads one piece's lines. ``offset`` is the next line's start (None: not yet aligned to a line start),
+    ``line`` counts the lines read from the piece (the shard rule uses it)."""
+
+    def __init__(self, index: int, piece: _Piece, offset: int | None = None, line: int = 0) -> None:
+        self.index, self.piece, self.line = index, piece, line
+        self.offset = offset if offset is not None else (0 if piece.start == 0 else None)
         self._handle = None
-        self._own_in_pass = 0
 
+    def state(self) -> list:
+        return [self.index, self.offset, self.line]
+
+    def next_raw(self) -> tuple[int, bytes] | None:
+        """(index in the piece, raw bytes) of the piece's next line; None once the piece is done."""
+        if self._handle is None:
+            self._handle = _open(self.piece.path)
+            if self.offset is None:  # skip the end of the line that started in the previous piece
+                self._handle.seek(self.piece.start - 1)
+                self.offset = self.piece.start - 1 + len(self._handle.readline())
+            elif self.offset:
+                self._handle.seek(self.offset)
+        raw = self._handle.readline() if self.offset < self.piece.end else b""
+        if not raw:
+            self.close()
+            return None
+        index = self.line
+        self.line += 1
+        self.offset += len(raw)
+        return index, raw
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class _LanguageStream:
+    """Token stream of one language for one shard: pieces in a seeded order per epoch, read round-robin into a
+    shuffle window, emitted in a seeded permutation, tokenized on the way out.
+
+    State: the reading position when the current window was filled, the window's number and how many of its lines
+    were emitted, and the leftover tokens of a line cut at a sequence end. Restoring re-reads the window.
+    """
+
+    def __init__(self, language: str, files: Sequence[CorpusFile], shard: int, num_shards: int, encode,
+                 shuffle: ShuffleConfig, seed: int, state: dict | None = None) -> None:
+        self.language, self.shard, self.num_shards, self.encode = language, shard, num_shards, encode
+        self.shuffle, self.seed = shuffle, seed
+        self.key = zlib.crc32(language.encode("utf-8"))
+        self.pieces = _split_into_pieces(files, shuffle.segments if shuffle.enabled else 1)
+        self.width = min(shuffle.segments, len(self.pieces)) if shuffle.enabled else 1
+        self.window_size = max(1, shuffle.buffer_lines)
+        self.window: list[bytes] = []
+        self.emitted = 0
+        self.window_index = 0
+        self.cursors: list[_Cursor] = []
+        state = state or {}
+        if state and "window_start" not in state:
+            raise DataError("the checkpoint's data position was written by an older mdeberta (unshuffled reader) "
+                            "and cannot be continued exactly; start a new run")
+        self.buffer: list[int] = list(state.get("buffer", []))
+        if state.get("window_start") is None:
+            self._set_position({"epoch": 0, "next": 0, "turn": 0, "own": 0, "cursors": None})
+            self.window_start: dict[str, Any] | None = None
+        else:
+            self.window_index = int(state["window_index"])
+            self._set_position(state["window_start"])
+            self._fill_window()
+            self.emitted = int(state["emitted"])
+
+    # -- reading position
+    def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle.enabled:
+            return np.arange(len(self.pieces))
+        return np.random.default_rng([self.seed, self.key, epoch]).permutation(len(self.pieces))
+
+    def _set_position(self, position: dict[str, Any]) -> None:
+        self.close()
+        self.epoch, self.next_piece = int(position["epoch"]), int(position["next"])
+        self.turn, self.own = int(position["turn"]), int(position["own"])
+        self._order = self.order(self.epoch)
+        if position["cursors"] is None:  # start of an epoch: open the first pieces of its order
+            self.cursors = [_Cursor(int(i), self.pieces[int(i)]) for i in self._order[: self.width]]
+            self.next_piece = len(self.cursors)
+        else:
+            self.cursors = [_Cursor(int(i), self.pieces[int(i)], o, int(n)) for i, o, n in position["cursors"]]
+
+    def _position(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "next": self.next_piece, "turn": self.turn, "own": self.own,
+                "cursors": [c.state() for c in self.cursors]}
+
+    def _next_own_line(self) -> bytes:
+        """The next non-empty line of this shard, reading the open pieces in turn."""
+        while True:
+            if not self.cursors:  # every piece of the epoch read: next epoch
+                if self.own == 0:
+                    raise DataError(
+                        f"language {self.language!r} ({', '.join(str(p) for p in {x.path for x in self.pieces})}): "
+                        f"data shard {self.shard} of {self.num_shards} found no text in a full pass (the files "
+                        "have fewer non-empty lines than shards = ranks x workers, or no text at all); use fewer "
+                        "DataLoader workers/processes or more text"
+                    )
+                self._set_position({"epoch": self.epoch + 1, "next": 0, "turn": 0, "own": 0, "cursors": None})
+                continue
+            slot = self.turn % len(self.cursors)
+            cursor = self.cursors[slot]
+            got = cursor.next_raw()
+            if got is None:  # piece done: the next piece of the order takes its slot
+                if self.next_piece < len(self._order):
+                    i = int(self._order[self.next_piece])
+                    self.cursors[slot] = _Cursor(i, self.pieces[i])
+                    self.next_piece += 1
+                else:
+                    del self.cursors[slot]
+                continue
+            self.turn += 1
+            index, raw = got
+            if (index + cursor.index) % self.num_shards != self.shard:
+                continue
+            if b"\x00" in raw:  # a stray NUL in real text (../shared's bg corpus has one): skip, don't kill the run
+                where = (f"{cursor.piece.path}:{index + 1}" if cursor.piece.start == 0
+                         else f"{cursor.piece.path} (line at byte {cursor.offset - len(raw)})")
+                logger.warning("%s: NUL byte in the line; line skipped", where)
+                continue
+            if not raw.strip():
+                continue
+            self.own += 1
+            return raw
+
+    def _fill_window(self) -> None:
+        self.window_start = self._position()
+        lines = [self._next_own_line() for _ in range(self.window_size)]
+        if self.shuffle.enabled:
+            perm = np.random.default_rng([self.seed, self.shard, self.key, self.window_index]).permutation(len(lines))
+            lines = [lines[i] for i in perm]
+        self.window, self.emitted = lines, 0
+
+    # -- tokens
     def state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "offset": self.offset, "line": self.line, "buffer": list(self.buffer)}
+        return {"epoch": self.epoch, "window_start": self.window_start, "window_index": self.window_index,
+                "emitted": self.emitted, "buffer": list(self.buffer)}
 
     def _next_line(self) -> list[int]:
         while True:
-            if self._handle is None:
-                self._handle = _open(self.file.path)
-                if self.offset:
-                    self._handle.seek(self.offset)
-                self._own_in_pass = 1 if self.offset else 0  # mid-pass resume: the pass had lines already
-            raw = self._handle.readline()
-            if not raw:  # end of file: next epoch
-                self._handle.close()
-                self._handle = None
-                if self._own_in_pass == 0:
-                    raise DataError(
-                        f"{self.file.path}: data shard {self.shard} of {self.num_shards} found no text in a full "
-                        f"pass (the file has fewer non-empty lines than shards = ranks x workers, or no text at "
-                        f"all); use fewer DataLoader workers/processes or more text"
-                    )
-                self.epoch += 1
-                self.offset = 0
-                self.line = 0
-                continue
-            index = self.line
-            self.line += 1
-            self.offset += len(raw)
-            if index % self.num_shards != self.shard:
-                continue
-            if b"\x00" in raw:  # a stray NUL in real text (../shared's bg corpus has one): skip, don't kill the run
-                logger.warning("%s:%d: NUL byte in the line; line skipped", self.file.path, index + 1)
-                continue
-            text = raw.decode("utf-8", errors="replace").strip()
-            if not text:
-                continue
-            ids = self.encode(text)
+            if self.emitted == len(self.window):
+                if self.window_start is not None:
+                    self.window_index += 1
+                self._fill_window()
+            raw = self.window[self.emitted]
+            self.emitted += 1
+            ids = self.encode(raw.decode("utf-8", errors="replace").strip())
             if ids:
-                self._own_in_pass += 1
                 return ids
 
     def take(self, n: int) -> list[int]:
@@ -312,9 +486,8 @@ class _LanguageStream:
         return out
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        for c in self.cursors:
+            c.close()
 
 
 class PackedTextDataset(IterableDataset):
@@ -325,7 +498,8 @@ class PackedTextDataset(IterableDataset):
     """
 
     def __init__(self, files: Sequence[CorpusFile], tokenizer: Any, max_seq_length: int = 512, batch_size: int = 8,
-                 masking: MaskingConfig | None = None, alpha: float = 0.3, seed: int = 42) -> None:
+                 masking: MaskingConfig | None = None, alpha: float = 0.3, seed: int = 42,
+                 shuffle: ShuffleConfig | None = None) -> None:
         super().__init__()
         if not files:
             raise DataError("no corpus files")
@@ -334,12 +508,19 @@ class PackedTextDataset(IterableDataset):
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         self.files = list(files)
+        self.files_by_language: dict[str, list[CorpusFile]] = {}
+        for f in self.files:
+            self.files_by_language.setdefault(f.language, []).append(f)
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
         self.masking = masking or MaskingConfig()
+        self.shuffle = shuffle or ShuffleConfig()
         self.seed = seed
-        self.probabilities = language_probabilities({f.language: f.size for f in self.files}, alpha)
+        sizes: dict[str, float] = {}
+        for f in self.files:
+            sizes[f.language] = sizes.get(f.language, 0.0) + f.size
+        self.probabilities = language_probabilities(sizes, alpha)
         special = sorted({tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id,
                           tokenizer.mask_token_id, *getattr(tokenizer, "all_special_ids", ())})
         word_start = word_start_table(tokenizer) if self.masking.mode == "whole_word" else None
@@ -365,10 +546,11 @@ class PackedTextDataset(IterableDataset):
         if state is not None:
             rng.bit_generator.state = state["rng"]
             lang_states = state["languages"]
-        langs = [f.language for f in self.files]
+        langs = list(self.files_by_language)
         probs = np.array([self.probabilities[lang] for lang in langs])
-        streams = {f.language: _LanguageStream(f, shard, self.num_shards, self._encode, lang_states.get(f.language))
-                   for f in self.files}
+        streams = {lang: _LanguageStream(lang, files, shard, self.num_shards, self._encode, self.shuffle, self.seed,
+                                         lang_states.get(lang))
+                   for lang, files in self.files_by_language.items()}
         cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         body = self.max_seq_length - 2
         try:

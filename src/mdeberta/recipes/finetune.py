@@ -60,47 +60,21 @@ class FinetuneResult:
 
 
 # --------------------------------------------------------------------------- model
-def check_shrink_to_init(keep: float) -> None:
-    if not 0.0 < keep <= 1.0:
-        raise ValueError(f"--shrink-to-init {keep}: the share of the backbone weights to keep must be in (0, 1]")
+def check_schedule_arguments(args: argparse.Namespace) -> None:
+    """Clear errors for bad schedule options (checked before any data is read)."""
+    if args.warmup_ratio is not None and not 0 <= args.warmup_ratio < 1:
+        raise ValueError(f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)")
+    if args.layerwise_lr_decay is not None and not 0 < args.layerwise_lr_decay <= 1:
+        raise ValueError(f"--layerwise-lr-decay {args.layerwise_lr_decay}: must be in (0, 1]")
 
 
-def shrink_towards_init(model: torch.nn.Module, keep: float, init_seed: int = 0) -> None:
-    """Every backbone parameter becomes ``keep * θ + (1 - keep) * θ_init``, θ_init a fresh seeded backbone init.
-
-    Why: small pretrained models can fine-tune *worse* than random init (their weights sit on a flat region the
-    classifier never leaves); moving them part way back to an init ("shrink and perturb", Ash & Adams 2020)
-    restores trainability. Whether what pretraining learned survives is for the run to show: in RESULTS.md
-    (37M-token tiny model) it restores random init's accuracy, not more. Only the backbone
-    (``model.deberta``: embeddings and encoder, what pretraining trained) is moved; the task head keeps its own
-    initialisation, since shrinking a fresh head would only shrink its scale. θ_init comes from a
-    ``DebertaModel`` built under ``init_seed``, so it is the same whatever head class is being fine-tuned.
-    """
-    from mdeberta.model import DebertaModel
-
-    check_shrink_to_init(keep)
-    backbone = getattr(model, model.base_model_prefix)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
-        fresh = dict(DebertaModel(model.config).named_parameters())
-    with torch.no_grad():
-        for name, param in backbone.named_parameters():
-            param.mul_(keep).add_(fresh[name].to(param.device, param.dtype), alpha=1.0 - keep)
-    logger.info("shrink towards init: kept %.2f of every backbone weight, %.2f from a fresh init (seed %d); "
-                "task head as initialised", keep, 1.0 - keep, init_seed)
-
-
-def load_model_for_nli(model: str, tokenizer: Any, random_init: bool = False,
-                       shrink_to_init: float | None = None, shrink_init_seed: int = 0) -> Any:
+def load_model_for_nli(model: str, tokenizer: Any, random_init: bool = False) -> Any:
     """A 3-way NLI classifier from a folder / hub id (or, with ``random_init``, the same architecture untrained).
 
     A checkpoint without a classification head gets a fresh one (logged); one whose head has other labels is
-    an error, because its outputs would be silently mislabelled. ``shrink_to_init``: see shrink_towards_init.
+    an error, because its outputs would be silently mislabelled.
     """
-    result = _load_model_for_nli(model, tokenizer, random_init)
-    if shrink_to_init is not None:
-        shrink_towards_init(result, shrink_to_init, shrink_init_seed)
-    return result
+    return _load_model_for_nli(model, tokenizer, random_init)
 
 
 def _load_model_for_nli(model: str, tokenizer: Any, random_init: bool) -> Any:
@@ -220,8 +194,7 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
     start = time.perf_counter()
     if args.model in PRESETS and not args.tokenizer and not Path(args.model).exists():
         raise ValueError(f"--model {args.model} is a preset (an architecture without a tokenizer); pass --tokenizer")
-    if args.shrink_to_init is not None:
-        check_shrink_to_init(args.shrink_to_init)  # before minutes of data loading, not after
+    check_schedule_arguments(args)  # before minutes of data loading, not after
     env = init_distributed(args.device)
     seed_everything(args.seed)
     output_dir = Path(args.output_dir)
@@ -246,7 +219,9 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
     steps_per_epoch = max(1, len(data) // args.grad_accum)
     max_steps = args.max_steps or max(1, round(args.epochs * steps_per_epoch))
     warmup = args.warmup_steps
-    if warmup * 2 > max_steps:
+    if args.warmup_ratio is not None:
+        warmup = round(args.warmup_ratio * max_steps)
+    elif warmup * 2 > max_steps:
         warmup = max(0, max_steps // 10)
         logger.warning("--warmup-steps %d is more than half of the %d training steps; using %d (10%%)",
                        args.warmup_steps, max_steps, warmup)
@@ -254,22 +229,21 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
                 max_steps, max_steps / steps_per_epoch, steps_per_epoch, args.batch_size, per_step, args.grad_accum,
                 env.world_size, warmup)
 
-    model = load_model_for_nli(args.model, tokenizer, args.random_init, args.shrink_to_init,
-                               args.shrink_init_seed).to(env.device)
+    model = load_model_for_nli(args.model, tokenizer, args.random_init).to(env.device)
     model.train()
     wrapped = wrap_model(model, env)
     optimizer = build_optimizer(wrapped, lr=args.learning_rate, weight_decay=args.weight_decay, betas=(0.9, 0.999),
-                                eps=1e-6)
+                                eps=1e-6, layerwise_lr_decay=args.layerwise_lr_decay,
+                                num_layers=model.config.num_hidden_layers)
     scheduler = linear_schedule(optimizer, warmup, max_steps)
     precision = args.precision
     if precision == "auto":
         precision = "bf16" if env.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
     info = {"source_model": str(args.model), "random_init": bool(args.random_init),
-            "shrink_to_init": args.shrink_to_init,
-            "shrink_init_seed": args.shrink_init_seed if args.shrink_to_init is not None else None,
             "train_file": [str(f) for f in args.train_file], "train_examples": len(train_features),
-            "learning_rate": args.learning_rate, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
+            "learning_rate": args.learning_rate, "layerwise_lr_decay": args.layerwise_lr_decay,
+            "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
             "warmup_steps": warmup, "max_steps": max_steps, "seed": args.seed, "precision": precision}
     best_dir, final_dir = output_dir / "best", output_dir / "final"
     best = {"accuracy": None}
@@ -318,12 +292,6 @@ def add_finetune_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] 
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model's)")
     p.add_argument("--random-init", action="store_true",
                    help="same architecture as --model (folder or preset) but untrained: the no-pretraining baseline")
-    p.add_argument("--shrink-to-init", type=float, default=None, metavar="KEEP",
-                   help="keep this share of every backbone weight, the rest from a fresh init (--shrink-init-seed); "
-                        "the task head is not touched (RESULTS.md: what it does for small pretrained models)")
-    p.add_argument("--shrink-init-seed", type=int, default=0,
-                   help="seed of the fresh init that --shrink-to-init mixes in (independent of --seed, so that "
-                        "fine-tuning seeds can be varied with the same θ_init, and the other way round)")
     p.add_argument("--train-file", nargs="+", default=d["train_file"], required=d["train_file"] is None,
                    help="NLI training files (TSV/JSONL, .gz ok) or a hub dataset (nyu-mll/multi_nli)")
     p.add_argument("--dev-file", nargs="+", default=None, help="dev NLI file(s) for evaluation / best checkpoint")
@@ -332,7 +300,13 @@ def add_finetune_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] 
     p.add_argument("--learning-rate", "--lr", type=float, default=RECIPE["learning_rate"])
     p.add_argument("--epochs", type=float, default=RECIPE["epochs"])
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
-    p.add_argument("--warmup-steps", type=int, default=RECIPE["warmup_steps"])
+    p.add_argument("--warmup-steps", type=int, default=RECIPE["warmup_steps"],
+                   help="linear warmup steps (capped at 10%% of training when more than half of it)")
+    p.add_argument("--warmup-ratio", type=float, default=None,
+                   help="warmup as a share of the training steps (ELECTRA: 0.1); overrides --warmup-steps")
+    p.add_argument("--layerwise-lr-decay", type=float, default=None, metavar="DECAY",
+                   help="layer i of N trains at lr * DECAY**(N - i), the embeddings at lr * DECAY**(N + 1), the head "
+                        "at lr (ELECTRA fine-tuning: 0.8 for small, 0.9 for large models)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=RECIPE["batch_size"], help="global batch size")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mdeberta.config import PRESETS, DebertaConfig, preset
+from mdeberta.data.text import ShuffleConfig
 
 logger = logging.getLogger("mdeberta.pretrain")
 
@@ -36,6 +37,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--masking", choices=["token", "whole_word", "ngram"], default="token")
     d.add_argument("--max-ngram", type=int, default=3)
     d.add_argument("--num-workers", type=int, default=1, help="DataLoader workers per process (tokenize on the fly)")
+    d.add_argument("--shuffle-buffer", type=int, default=ShuffleConfig.buffer_lines, metavar="LINES",
+                   help="lines per language shuffled together (0: read the files in order, unshuffled)")
+    d.add_argument("--shuffle-segments", type=int, default=ShuffleConfig.segments, metavar="N",
+                   help="places of each language's files read at once, so a window mixes the whole corpus")
     m = p.add_argument_group("model")
     m.add_argument("--model-preset", default="deberta-v3-tiny", choices=sorted(PRESETS))
     m.add_argument("--config", default=None, help="config.json (overrides --model-preset)")
@@ -53,10 +58,19 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="end this invocation after this step (checkpoint saved); --resume continues the run")
     t.add_argument("--batch-size", type=int, default=8, help="sequences per process and micro-batch")
     t.add_argument("--grad-accum", type=int, default=1)
-    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: the preset's, see PRETRAINING_DEFAULTS; 5e-4 for a --config)")
     t.add_argument("--generator-lr", type=float, default=None, help="separate generator learning rate")
     t.add_argument("--weight-decay", type=float, default=0.01)
-    t.add_argument("--warmup-steps", type=int, default=100)
+    t.add_argument("--warmup-ratio", type=float, default=0.1,
+                   help="linear warmup over this share of --max-steps (DeBERTa's warmup_proportion default: 0.1)")
+    t.add_argument("--warmup-steps", type=int, default=None, help="warmup steps (overrides --warmup-ratio)")
+    t.add_argument("--adam-betas", type=float, nargs=2, default=(0.9, 0.999), metavar=("B1", "B2"),
+                   help="AdamW betas (DeBERTa's and ELECTRA's: 0.9 0.999)")
+    t.add_argument("--adam-eps", type=float, default=1e-6)
+    t.add_argument("--health-every", type=int, default=None, metavar="STEPS",
+                   help="log embedding_common_share and token_cosine of a fixed probe batch every N steps "
+                        "(default: every 10 log intervals; 0: only at the end)")
     t.add_argument("--max-grad-norm", type=float, default=1.0)
     t.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     t.add_argument("--embedding-update", choices=["dense", "lazy"], default="dense")
@@ -82,6 +96,37 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+# Peak pretraining learning rates per preset, from the original recipes: DeBERTa-V3's rtd.sh (xsmall 3e-4, base
+# and large 1e-4, AdamW betas 0.9/0.999, eps 1e-6, weight decay 0.01, clipping 1.0) and ELECTRA-Small (5e-4 at 12 x
+# 256). small (no from-scratch setting in rtd.sh) sits between xsmall and base; tiny and micro follow the trend to
+# smaller models (RESULTS.md: the tiny model's lr sweep).
+PRETRAINING_LR = {
+    "deberta-v3-micro": 1e-3,
+    "deberta-v3-tiny": 5e-4,
+    "deberta-v3-xsmall": 3e-4,
+    "deberta-v3-small": 2e-4,
+    "deberta-v3-base": 1e-4,
+    "mdeberta-v3-base": 1e-4,
+    "deberta-v3-large": 1e-4,
+}
+
+
+def learning_rate(args: argparse.Namespace) -> float:
+    """--lr, else the preset's rate (PRETRAINING_LR), else 5e-4 for a --config."""
+    if args.lr is not None:
+        return args.lr
+    return 5e-4 if args.config else PRETRAINING_LR[args.model_preset]
+
+
+def warmup_steps(args: argparse.Namespace) -> int:
+    """--warmup-steps, else --warmup-ratio of --max-steps."""
+    if args.warmup_steps is not None:
+        return args.warmup_steps
+    if not 0 <= args.warmup_ratio < 1:
+        raise ValueError(f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)")
+    return round(args.warmup_ratio * args.max_steps)
+
+
 def model_config(args: argparse.Namespace, vocab_size: int) -> DebertaConfig:
     """The discriminator's (or MLM model's) config; its vocabulary is the tokenizer's."""
     config = DebertaConfig.from_json_file(args.config) if args.config else preset(args.model_preset)
@@ -95,6 +140,8 @@ def model_config(args: argparse.Namespace, vocab_size: int) -> DebertaConfig:
 
 def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
     """Tokenizer, data loader, model, step function, optimizer, scheduler (everything but the loop)."""
+    import torch
+
     from mdeberta.data.text import MaskingConfig, PackedTextDataset, PretrainingLoader, discover_corpus
     from mdeberta.model import DebertaForMaskedLM
     from mdeberta.tokenizer import DebertaTokenizer
@@ -107,8 +154,9 @@ def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
     files = discover_corpus(args.data, languages, size_by=args.size_by)
     masking = MaskingConfig(objective=args.objective, mask_prob=args.mask_prob, mode=args.masking,
                             max_ngram=args.max_ngram)
+    shuffle = ShuffleConfig(buffer_lines=args.shuffle_buffer, segments=args.shuffle_segments)
     dataset = PackedTextDataset(files, tokenizer, args.max_seq_length, args.batch_size, masking, args.alpha,
-                                args.seed)
+                                args.seed, shuffle)
     loader = PretrainingLoader(dataset, env.rank, env.world_size, args.num_workers)
     seed_everything(args.seed)  # identical initial weights on every rank
     if args.objective == "rtd":
@@ -130,14 +178,22 @@ def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
         raise ValueError(f"the model's vocab_size ({vocab}) is smaller than the tokenizer's {len(tokenizer)} tokens")
     model = model.to(env.device)
     wrapped = wrap_model(model, env, args.distributed)
-    optimizer = build_optimizer(wrapped, args.lr, args.weight_decay, lr_by_prefix=lr_by_prefix,
-                                embedding_update=args.embedding_update)
-    scheduler = linear_schedule(optimizer, args.warmup_steps, args.max_steps)
+    optimizer = build_optimizer(wrapped, learning_rate(args), args.weight_decay, betas=tuple(args.adam_betas),
+                                eps=args.adam_eps, lr_by_prefix=lr_by_prefix, embedding_update=args.embedding_update)
+    scheduler = linear_schedule(optimizer, warmup_steps(args), args.max_steps)
+    # A fixed batch of unmasked text from another seed's stream, for the health metrics.
+    probe_data = PackedTextDataset(files, tokenizer, args.max_seq_length, min(8, args.batch_size), masking,
+                                   args.alpha, args.seed + 1, shuffle)
+    stream = probe_data.iter_shard(0)
+    first = next(stream)
+    stream.close()
+    probe = {"input_ids": torch.where(first["labels"] != -100, first["labels"], first["input_ids"]).to(env.device),
+             "attention_mask": first["attention_mask"].to(env.device)}
     logger.info("%s: %.2fM parameters, %d languages %s", type(model).__name__,
                 sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()) / 1e6, len(files),
                 {f.language: round(dataset.probabilities[f.language], 4) for f in files})
     return dict(tokenizer=tokenizer, loader=loader, model=model, wrapped=wrapped, step_fn=step_fn,
-                optimizer=optimizer, scheduler=scheduler)
+                optimizer=optimizer, scheduler=scheduler, probe=probe)
 
 
 def export(model: Any, tokenizer: Any, folder: Path) -> Path:
@@ -156,6 +212,7 @@ def run_pretraining(args: argparse.Namespace) -> int:
     from mdeberta.checkpoint import atomic_write_text
     from mdeberta.train import Trainer, TrainingArguments, cleanup_distributed, init_distributed
     from mdeberta.train.distributed import configure_cpu_threads
+    from mdeberta.train.pretraining import representation_health
 
     env = init_distributed(args.device)
     threads = configure_cpu_threads(env, args.num_workers)
@@ -163,6 +220,7 @@ def run_pretraining(args: argparse.Namespace) -> int:
         logger.info("CPU training: %d intra-op threads, %d data workers", threads, args.num_workers)
     try:
         parts = build(args, env)
+        health_every = 10 * args.log_every if args.health_every is None else args.health_every
         out = Path(args.output)
         if env.is_main:
             out.mkdir(parents=True, exist_ok=True)
@@ -171,12 +229,13 @@ def run_pretraining(args: argparse.Namespace) -> int:
         targs = TrainingArguments(
             output_dir=str(out), max_steps=args.max_steps, grad_accum=args.grad_accum,
             max_grad_norm=args.max_grad_norm, precision=args.precision, log_every=args.log_every,
-            save_every=args.save_every, keep_last=args.keep_last, seed=args.seed,
+            save_every=args.save_every, keep_last=args.keep_last, seed=args.seed, eval_every=health_every,
             progress=False if args.no_progress else None, stop_after=args.stop_after,
             extra={"objective": args.objective, "embedding_sharing": args.embedding_sharing},
         )
         trainer = Trainer(parts["wrapped"], parts["step_fn"], parts["optimizer"], parts["scheduler"],
-                          parts["loader"], targs, env=env)
+                          parts["loader"], targs, env=env,
+                          eval_fn=lambda t: representation_health(t.unwrapped, parts["probe"]))
         trainer.fit(resume=args.resume)
         if env.is_main and trainer.step >= args.max_steps:
             folder = export(parts["model"], parts["tokenizer"], out / "export")

@@ -238,11 +238,11 @@ class Trainer:
         out = dict(sums)
         out["grad_norm"] = float(grad_norm)
         out["lr"] = lrs[0]
-        groups = {g.get("name", ""): g["lr"] for g in self.optimizer.param_groups}
-        if len({round(v, 12) for v in groups.values()}) > 1:
-            for g, lr in zip(self.optimizer.param_groups, lrs):
-                prefix = g.get("name", "").split(" ")[0].rstrip(".")
-                out[f"lr/{prefix}"] = lr
+        # Groups with their own rates (generator, layer-wise decay) are logged each, also once the schedule is at 0.
+        if len({round(g.get("initial_lr", g["lr"]), 15) for g in self.optimizer.param_groups}) > 1:
+            for g, lr in zip(self.optimizer.param_groups, lrs):  # e.g. lr/generator, lr/default_depth_3
+                label = g.get("name", "").replace(" (no decay)", "").replace(".", "").replace(" ", "_")
+                out[f"lr/{label}"] = lr
         out["skipped"] = 1.0 if skipped else 0.0
         out["num_tokens"] = tokens
         return out

@@ -173,6 +173,49 @@ def mlm_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
     return out.loss, {"mlm_loss": out.loss.detach(), "mlm_accuracy": acc, "num_tokens": tokens}
 
 
+# --------------------------------------------------------------------------- health of a run
+def embedding_common_share(table: torch.Tensor, skip: int = 0) -> float:
+    """Share of the table's energy in its mean row: ``|mean row|^2 / mean |row|^2`` over rows ``skip:``.
+
+    About 1/V at init. A degenerate MLM/RTD table (every rare row pushed the same way by the tied softmax) puts
+    most of its energy there (RESULTS.md: 0.63-0.66 for the runs that did not fine-tune); the rows then differ
+    in a small part only, and a fresh encoder on top of them barely trains.
+    """
+    rows = table.detach().float()[skip:]
+    mean = rows.mean(0)
+    return float(mean.pow(2).sum() / rows.pow(2).sum(-1).mean().clamp(min=1e-30))
+
+
+def mean_token_cosine(hidden: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean cosine similarity between the final-layer vectors of all real tokens of a batch (pairs i != j).
+
+    About 0 at random init; close to 1 when every token gets the same representation (collapse).
+    """
+    vectors = torch.nn.functional.normalize(hidden.detach().float()[mask.bool()], dim=-1)
+    n = vectors.shape[0]
+    if n < 2:
+        return 0.0
+    total = vectors.sum(0)
+    return float((total @ total - n) / (n * (n - 1)))
+
+
+@torch.no_grad()
+def representation_health(model: nn.Module, probe: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Metrics that catch a degenerate pretraining run early (logged every ``--health-every`` steps):
+    ``embedding_common_share`` of the (effective discriminator) word-embedding table and ``token_cosine`` of the
+    final layer on a fixed probe batch of unmasked text."""
+    if isinstance(model, RTDPretrainingModel):
+        table, backbone = model.discriminator_embedding(), model.discriminator.deberta
+        embeds = F.embedding(probe["input_ids"], table)
+        out = backbone(inputs_embeds=embeds, attention_mask=probe["attention_mask"])
+    else:
+        backbone = model.deberta
+        table = backbone.embeddings.word_embeddings.weight
+        out = backbone(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"])
+    return {"embedding_common_share": embedding_common_share(table, skip=1),
+            "token_cosine": mean_token_cosine(out.last_hidden_state, probe["attention_mask"])}
+
+
 def build_rtd_model(config: DebertaConfig, generator_layers: int | None = None, embedding_sharing: str = "gdes",
                     rtd_lambda: float = 50.0, init_discriminator: str | None = None,
                     init_generator: str | None = None) -> RTDPretrainingModel:

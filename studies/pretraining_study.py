@@ -1,0 +1,290 @@
+"""Does pretraining help? The whole study of RESULTS.md in one resumable script.
+
+For each corpus (``en``: the English-only ../shared corpus_en with an 8k tokenizer; ``multi``: the 15-language
+corpus with a 16k tokenizer) it pretrains the same architecture with every objective at equal tokens
+
+* ``gdes`` / ``es`` / ``none``: RTD with gradient-disentangled / plain / no embedding sharing (``mdeberta pretrain``)
+* ``mlm``: the MLM baseline (``mdeberta pretrain --objective mlm``)
+* ``reference``: transformers' DebertaV2ForMaskedLM in a plain loop on the same batches (``reference_mlm.py``)
+
+then fine-tunes every model and a random init with several seeds on the English NLI pairs (``mdeberta xnli``: best
+checkpoint on English XNLI dev, full XNLI test sets), evaluates the held-out MNLI / SNLI pairs, runs frozen-feature
+linear probes (``mdeberta probe``), compares each objective with random init (``mdeberta compare``) and writes
+``summary.md`` / ``summary.json`` / ``summary.png`` into the output folder.
+
+Every step is a command line (printed with ``--dry-run``) whose output folder marks it done, so an interrupted
+study continues where it stopped. ``--jobs`` steps run at once (one thread each). On a GPU, scale it up::
+
+    python studies/pretraining_study.py --output runs/study                       # CPU: ~3 h on 2 cores
+    python studies/pretraining_study.py --output runs/study-gpu --steps 100000 --batch-size 128 \\
+        --preset deberta-v3-xsmall --jobs 1 --device cuda                       # ~100x the tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OBJECTIVES = ("gdes", "es", "none", "mlm", "reference")
+CORPORA = {"en": ("corpus_en", 8000), "multi": ("corpus", 16000)}
+
+
+@dataclass
+class Job:
+    name: str
+    cmd: list[str]
+    done: Path  # exists once the job has finished
+    deps: list[str] = field(default_factory=list)
+    log: Path | None = None
+
+
+def mdeberta(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mdeberta", *args]
+
+
+def plan(a: argparse.Namespace) -> list[Job]:
+    shared, out = Path(a.shared), Path(a.output)
+    nli = shared / "data" / "nli_en"
+    train = [str(nli / "mnli_train_subset_8999.tsv.gz"), str(nli / "snli_train_subset_8999.tsv.gz")]
+    heldout = {"mnli": nli / "mnli_heldout_subset_1000.tsv.gz", "snli": nli / "snli_heldout_subset_1000.tsv.gz"}
+    device = ["--device", a.device] if a.device else []
+    jobs: list[Job] = []
+    for corpus in a.corpora:
+        folder, vocab = CORPORA[corpus]
+        data = shared / "data" / folder
+        root = out / corpus
+        tok = root / "tokenizer"
+        jobs.append(Job(f"{corpus}/tokenizer", mdeberta(
+            "tokenizer", "train", "--input", str(data), "--output", str(tok), "--vocab-size", str(vocab),
+            "--input-sentence-size", "300000", "--num-threads", "1"), tok / "spm.model"))
+        common = ["--data", str(data), "--tokenizer", str(tok), "--model-preset", a.preset, "--max-steps",
+                  str(a.steps), "--batch-size", str(a.batch_size), "--max-seq-length", str(a.max_seq_length),
+                  "--precision", a.precision, "--seed", str(a.pretrain_seed)]
+        if a.lr:
+            common += ["--lr", str(a.lr)]
+        models: dict[str, str] = {}
+        for objective in a.objectives:
+            run = root / objective / "pretrain"
+            if objective == "reference":
+                cmd = [sys.executable, str(HERE / "reference_mlm.py"), *common, *device, "--output", str(run)]
+                models[objective] = str(run / "model")
+                done = run / "model" / "config.json"
+            else:
+                extra = (["--objective", "mlm"] if objective == "mlm" else ["--embedding-sharing", objective])
+                resume = ["--resume"] if any((run / "checkpoints").glob("step-*.pt")) else []  # an interrupted run
+                cmd = mdeberta("pretrain", *common, *extra, *device, "--output", str(run), "--num-workers", "0",
+                               "--log-every", "50", "--save-every", "500", "--no-progress", *resume)
+                sub = "model" if objective == "mlm" else "discriminator"
+                models[objective] = str(run / "export" / sub)
+                done = run / "export" / sub / "config.json"
+            jobs.append(Job(f"{corpus}/{objective}/pretrain", cmd, done, [f"{corpus}/tokenizer"]))
+        languages = "en" if corpus == "en" else "all"
+        for model in [*a.objectives, "random"]:
+            source = (["--model", a.preset, "--random-init", "--tokenizer", str(tok)] if model == "random"
+                      else ["--model", models[model], "--tokenizer", str(tok)])
+            deps = [f"{corpus}/tokenizer"] + ([] if model == "random" else [f"{corpus}/{model}/pretrain"])
+            for seed in a.seeds:
+                run = root / model / f"finetune-s{seed}"
+                jobs.append(Job(f"{corpus}/{model}/finetune-s{seed}", mdeberta(
+                    "xnli", *source, *device, "--seed", str(seed), "--train-file", *train,
+                    "--eval-dir", str(shared / "data" / "xnli"), "--languages", languages,
+                    "--max-seq-length", str(a.max_seq_length), "--learning-rate", str(a.finetune_lr),
+                    "--warmup-ratio", "0.1", "--epochs", str(a.epochs), "--eval-every", "250",
+                    "--max-dev-examples", "1000", "--save-every", "100000", "--log-every", "50",
+                    "--name", f"{model} s{seed}", "--output-dir", str(run)), run / "xnli_summary.json", deps))
+                for name, path in heldout.items():
+                    target = run / f"eval-{name}"
+                    jobs.append(Job(f"{corpus}/{model}/finetune-s{seed}/{name}", mdeberta(
+                        "evaluate", "--task", "nli", "--model", str(run / "best"), "--eval-file", str(path),
+                        "--max-seq-length", str(a.max_seq_length), *device, "--output-dir", str(target)),
+                        target / "predictions.jsonl", [f"{corpus}/{model}/finetune-s{seed}"]))
+            for features in ("pair", "sentences"):
+                target = root / model / f"probe-{features}.json"
+                jobs.append(Job(f"{corpus}/{model}/probe-{features}", mdeberta(
+                    "probe", *source, "--features", features, "--train-file", *train, "--eval-file",
+                    *map(str, heldout.values()), "--max-seq-length", str(a.max_seq_length), "--output",
+                    str(target)), target, deps))
+    return jobs
+
+
+def run_jobs(jobs: list[Job], parallel: int, dry_run: bool, logs: Path) -> list[str]:
+    """Run every job whose dependencies are done, ``parallel`` at a time (logs in ``logs/<job>.log``); returns the
+    names of failed jobs."""
+    by_name = {j.name: j for j in jobs}
+    pending = [j for j in jobs if not j.done.exists()]
+    if dry_run:
+        for j in pending:
+            print(shlex.join(j.cmd))
+        return []
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1" if parallel > 1 else "2"))
+    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    failed: list[str] = []
+    while pending or running:
+        for name, (proc, start) in list(running.items()):
+            if proc.poll() is not None:
+                del running[name]
+                ok = proc.returncode == 0 and by_name[name].done.exists()
+                print(f"[{time.strftime('%H:%M:%S')}] {'done' if ok else 'FAILED'} {name} "
+                      f"({time.time() - start:.0f} s)", flush=True)
+                if not ok:
+                    failed.append(name)
+        blocked = {n for n in failed} | {j.name for j in pending if any(d in failed for d in j.deps)}
+        pending = [j for j in pending if j.name not in blocked]
+        for j in list(pending):
+            if len(running) >= parallel:
+                break
+            if all(by_name[d].done.exists() and d not in running for d in j.deps if d in by_name):
+                logs.mkdir(parents=True, exist_ok=True)
+                log = open(logs / f"{j.name.replace('/', '_')}.log", "w")  # noqa: SIM115
+                print(f"[{time.strftime('%H:%M:%S')}] start {j.name}: {shlex.join(j.cmd)}", flush=True)
+                running[j.name] = (subprocess.Popen(j.cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
+                                   time.time())
+                pending.remove(j)
+        time.sleep(2)
+    return failed
+
+
+def summarize(a: argparse.Namespace) -> None:
+    """summary.md / .json / .png: per corpus and model, the XNLI English test accuracy per seed, the held-out
+    MNLI / SNLI accuracy, the probes, and the paired comparison with random init."""
+    out = Path(a.output)
+    rows, text = {}, ["# Pretraining study", ""]
+    for corpus in a.corpora:
+        root = out / corpus
+        text += [f"## {corpus}", "", "| model | XNLI en test per seed | mean ± sd | XNLI avg | MNLI held-out | "
+                 "SNLI held-out | probe pair | probe sentences | en vs random: diff ± se (Welch t) |",
+                 "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        for model in ["random", *a.objectives]:
+            runs = [root / model / f"finetune-s{s}" for s in a.seeds]
+            runs = [r for r in runs if (r / "xnli_summary.json").exists()]
+            if not runs:
+                continue
+            summaries = [json.loads((r / "xnli_summary.json").read_text()) for r in runs]
+            en = [s["accuracy"]["en"] for s in summaries]
+            avg = [s["avg"] for s in summaries]
+            held = {}
+            for name in ("mnli", "snli"):
+                accs = []
+                for r in runs:
+                    f = r / f"eval-{name}" / "predictions.jsonl"
+                    if f.exists():
+                        recs = [json.loads(line) for line in f.read_text().splitlines()]
+                        accs.append(100 * sum(x["gold"] == x["predicted"] for x in recs) / len(recs))
+                held[name] = accs
+            probes = {}
+            for features in ("pair", "sentences"):
+                f = root / model / f"probe-{features}.json"
+                if f.exists():
+                    layers = json.loads(f.read_text())["layers"]
+                    probes[features] = max(v["eval"] for k, v in layers.items() if k != "all_layers")
+            group = None
+            if model != "random" and (root / "random").exists():
+                baseline = [root / "random" / f"finetune-s{seed}" for seed in a.seeds]
+                baseline = [str(b) for b in baseline if (b / "xnli_summary.json").exists()]
+                cmp = root / model / "compare.json"
+                done = subprocess.run(mdeberta("compare", "--candidate", *map(str, runs), "--baseline", *baseline,
+                                               "--output", str(cmp)), capture_output=True)
+                if done.returncode == 0:
+                    group = json.loads(cmp.read_text())["group_difference"]
+            row = {"en": en, "avg": avg, "heldout": held, "probes": probes, "compare_avg": group,
+                   "welch_en": welch_t(en, rows[f"{corpus}/random"]["en"]) if model != "random" and
+                   f"{corpus}/random" in rows else None}
+            rows[f"{corpus}/{model}"] = row
+
+            def ms(values: list[float]) -> str:
+                if not values:
+                    return "-"
+                sd = statistics.stdev(values) if len(values) > 1 else 0.0
+                return f"{statistics.mean(values):.1f} ± {sd:.1f}"
+
+            diff = "-"
+            if row["welch_en"]:
+                d, se, t = row["welch_en"]
+                diff = f"{d:+.2f} ± {se:.2f} (t {t:+.2f})"
+            if group and corpus != "en":
+                diff += f"; avg of 15: {group['difference']:+.2f} (t {group['welch_t'] or float('nan'):+.2f})"
+            text.append(f"| {model} | {' / '.join(f'{x:.1f}' for x in en)} | {ms(en)} | {ms(avg)} | "
+                        f"{ms(held['mnli'])} | {ms(held['snli'])} | {probes.get('pair', float('nan')):.1f} | "
+                        f"{probes.get('sentences', float('nan')):.1f} | {diff} |")
+        text.append("")
+    (out / "summary.md").write_text("\n".join(text) + "\n")
+    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print("\n".join(text))
+    try:
+        plot(rows, out / "summary.png")
+    except Exception as e:  # a plot must never fail the study
+        print(f"no plot: {e}")
+
+
+def welch_t(candidate: list[float], baseline: list[float]) -> tuple[float, float, float] | None:
+    """Difference of means, its standard error over runs and Welch's t (None with fewer than 2 runs a side)."""
+    if len(candidate) < 2 or len(baseline) < 2:
+        return None
+    diff = statistics.mean(candidate) - statistics.mean(baseline)
+    se = (statistics.variance(candidate) / len(candidate) + statistics.variance(baseline) / len(baseline)) ** 0.5
+    return diff, se, diff / se if se > 0 else float("inf")
+
+
+def plot(rows: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    means = [statistics.mean(rows[n]["en"]) for n in names]
+    sds = [statistics.stdev(rows[n]["en"]) if len(rows[n]["en"]) > 1 else 0 for n in names]
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
+    ax.bar(range(len(names)), means, yerr=sds, capsize=4, color=["#999" if n.endswith("/random") else "#4a7"
+                                                                 for n in names])
+    for i, n in enumerate(names):
+        ax.scatter([i] * len(rows[n]["en"]), rows[n]["en"], color="k", s=10, zorder=3)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("XNLI en test accuracy (%)")
+    ax.set_ylim(min(means) - 6, max(means) + 4)
+    ax.axhline(100 / 3, color="r", lw=0.8, ls="--")
+    ax.set_title("Fine-tuned on 18k English NLI pairs: pretrained vs random init (dots: seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", required=True)
+    p.add_argument("--shared", default=str(HERE.parents[1] / "shared"), help="the ../shared folder")
+    p.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
+    p.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
+    p.add_argument("--preset", default="deberta-v3-tiny")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--lr", type=float, default=None, help="pretraining lr (default: the preset's)")
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--pretrain-seed", type=int, default=42)
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--finetune-lr", type=float, default=3e-4)
+    p.add_argument("--device", default=None)
+    p.add_argument("--jobs", type=int, default=2, help="steps run at once")
+    p.add_argument("--dry-run", action="store_true", help="print the commands still to run, run nothing")
+    p.add_argument("--summary-only", action="store_true", help="only (re)write the summary")
+    a = p.parse_args()
+    if not a.summary_only:
+        failed = run_jobs(plan(a), a.jobs, a.dry_run, Path(a.output) / "logs")
+        if failed:
+            print("failed:", *failed, sep="\n  ")
+    if not a.dry_run:
+        summarize(a)
+
+
+if __name__ == "__main__":
+    main()
