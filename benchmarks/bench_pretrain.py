@@ -1,7 +1,11 @@
-"""Pretraining throughput (tokens/s) and peak memory of the RTD+GDES step for the tiny and xsmall presets.
+"""Pretraining throughput (tokens/s) and peak memory of the RTD+GDES step for the tiny and xsmall presets, and the
+data pipeline's tokens/s per worker beside it.
 
 Synthetic batches (no data loading) so the number measures the model step: generator forward/backward, sampling,
 discriminator forward/backward, AdamW. Run: ``python benchmarks/bench_pretrain.py [--steps 10 --presets ...]``.
+With ``--data CORPUS --tokenizer TOK`` it also measures one data worker (read, shuffle, tokenize, pack, mask) on
+that corpus: the number of workers a run needs is about model tokens/s / data tokens/s (``--num-workers auto``
+measures both at startup).
 """
 
 from __future__ import annotations
@@ -59,6 +63,18 @@ def bench(name: str, batch: int, length: int, steps: int, vocab: int, precision:
     return out
 
 
+def bench_data(data: list[str], tokenizer: str, batch: int, length: int, objective: str) -> dict:
+    from mdeberta.data.text import MaskingConfig, PackedTextDataset, discover_corpus
+    from mdeberta.recipes.pretrain import data_throughput
+    from mdeberta.tokenizer import DebertaTokenizer
+
+    tok = DebertaTokenizer.from_pretrained(tokenizer)
+    ds = PackedTextDataset(discover_corpus(data), tok, length, batch, MaskingConfig(objective))
+    tokens_per_s, _ = data_throughput(ds, batches=50, min_seconds=3.0)
+    return {"data": data, "tokenizer": tokenizer, "vocab": len(tok), "batch": batch, "length": length,
+            "data_worker_tokens_per_s": round(tokens_per_s, 1)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--presets", nargs="+", default=["deberta-v3-tiny", "deberta-v3-xsmall"])
@@ -68,9 +84,15 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--data", nargs="+", default=None, help="corpus for the data-worker measurement")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder for --data")
     args = p.parse_args()
     print(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                       "torch": torch.__version__}))
+    if args.data:
+        if not args.tokenizer:
+            raise SystemExit("--data needs --tokenizer")
+        print(json.dumps(bench_data(args.data, args.tokenizer, args.batch_size, args.length, "rtd")), flush=True)
     for name in args.presets:
         print(json.dumps(bench(name, args.batch_size, args.length, args.steps, args.vocab, args.precision,
                                args.device)), flush=True)

@@ -238,7 +238,7 @@ def test_bad_input_is_reported(tmp_path, tokenizer):
     with pytest.raises(DataError, match="binary"):
         discover_corpus(tmp_path / "bin.txt")
     (tmp_path / "bad.txt.gz").write_bytes(b"not gzip at all")
-    with pytest.raises(DataError, match="corrupt gzip"):
+    with pytest.raises(DataError, match="corrupt compressed file"):
         discover_corpus(tmp_path / "bad.txt.gz")
     with pytest.raises(DataError, match="not found"):
         discover_corpus(tmp_path / "missing")
@@ -298,15 +298,15 @@ def test_shuffled_stream_mixes_a_block_ordered_file_from_the_first_batch(tmp_pat
 
 
 def _epoch_lines(files, shuffle, shard=0, num_shards=1, epochs=1, seed=0):
-    from mdeberta.data.text import _LanguageStream
+    from mdeberta.data.text import _SourceStream
 
-    stream = _LanguageStream("xx", files, shard, num_shards, lambda t: [1], shuffle, seed)
+    stream = _SourceStream("xx", files, shard, num_shards, shuffle, seed)
     out: list[list[str]] = [[] for _ in range(epochs)]
     while True:
-        raw = stream._next_own_line()
+        text = stream.next_document()
         if stream.epoch >= epochs:
             return out
-        out[stream.epoch].append(raw.decode().strip())
+        out[stream.epoch].append(text.strip())
 
 
 @pytest.mark.parametrize("segments", [1, 3, 16, 200])
@@ -344,7 +344,7 @@ def test_shards_of_a_language_folder_are_read_in_a_new_order_each_epoch(tmp_path
     ds = PackedTextDataset(files, block_tokenizer, max_seq_length=16, batch_size=2, alpha=1.0)
     assert ds.probabilities["xx"] == pytest.approx(sum(f.size for f in xx) / sum(f.size for f in files))
     (tmp_path / "corpus" / "xx.txt").write_text("one more\n")
-    with pytest.raises(DataError, match="two sources for language 'xx'"):
+    with pytest.raises(DataError, match="two origins for language 'xx'"):
         discover_corpus(tmp_path / "corpus")
 
 

@@ -161,6 +161,37 @@ def test_defaults_from_the_preset_and_health_metrics(setup, tmp_path):
     assert run_config["adam_betas"] == [0.9, 0.999] and run_config["shuffle_buffer"] > 1
 
 
+def test_num_workers_auto_is_measured_and_kept_on_resume(setup, tmp_path, caplog):
+    common = ["--max-steps", "4", "--save-every", "2", "--num-workers", "auto"]
+    with caplog.at_level("INFO", logger="mdeberta.pretrain"):
+        assert main(_args(setup, tmp_path, *common, "--stop-after", "2")) == 0
+    assert "--num-workers auto: one data worker makes" in caplog.text
+    chosen = json.loads((tmp_path / "run_config.json").read_text())["num_workers"]
+    assert isinstance(chosen, int) and chosen >= 1
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mdeberta.pretrain"):
+        assert main(_args(setup, tmp_path, *common, "--resume")) == 0
+    assert "--num-workers auto: one data worker" not in caplog.text  # not measured again: the stream stays
+    assert json.loads((tmp_path / "run_config.json").read_text())["num_workers"] == chosen
+    assert len(_losses(tmp_path)) == 4
+
+
+def test_corpus_formats_through_the_command(setup, tmp_path):
+    """A JSONL source (weighted) beside the text folder: the options reach the reader."""
+    texts = (Path(setup["corpus"]) / "aa.txt").read_text().splitlines()
+    (tmp_path / "extra").mkdir()
+    with open(tmp_path / "extra" / "aa.jsonl", "w") as f:
+        for line in texts[:100]:
+            f.write(json.dumps({"body": line}) + "\n")
+    args = _args(setup, tmp_path / "run", "--max-steps", "2", "--num-workers", "0", "--text-field", "body")
+    args[args.index("--data") + 1:args.index("--data") + 2] = [setup["corpus"], f"{tmp_path / 'extra'}=2"]
+    assert main(args) == 0
+    assert len(_losses(tmp_path / "run")) == 2
+    args[args.index("--text-field") + 1] = "text"
+    with pytest.raises(Exception, match=r"aa.jsonl:1: no field 'text' \(the record has \['body'\]\)"):
+        main(args)
+
+
 def test_bad_arguments_are_clear(setup, tmp_path):
     with pytest.raises(Exception, match="no corpus file for language"):
         main(_args(setup, tmp_path, "--languages", "aa,zz"))

@@ -1,13 +1,13 @@
-"""Data pipelines: streaming multilingual pretraining text (``text``); NLI data lives in ``nli``."""
+"""Data pipelines: pretraining sources and formats (``sources``), streaming pretraining text (``text``); NLI data
+lives in ``nli``."""
 
+from mdeberta.data.sources import CorpusFile, DataError, SourceOptions, discover_corpus
 from mdeberta.data.text import (
-    CorpusFile,
-    DataError,
     Masker,
     MaskingConfig,
     PackedTextDataset,
     PretrainingLoader,
-    discover_corpus,
+    ShuffleConfig,
     language_probabilities,
 )
 
@@ -18,6 +18,8 @@ __all__ = [
     "MaskingConfig",
     "PackedTextDataset",
     "PretrainingLoader",
+    "ShuffleConfig",
+    "SourceOptions",
     "discover_corpus",
     "language_probabilities",
 ]

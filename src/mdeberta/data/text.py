@@ -1,24 +1,26 @@
 """Streaming multilingual text for pretraining: read, shuffle, tokenize on the fly, pack, mask - in DataLoader workers.
 
-Corpus: a folder of per-language files (``en.txt.gz``, ``fr.txt`` ...) and/or per-language sub-folders of shards
-(``en/part-000.txt.gz`` ...), or a list of those; plain or gzip text, one sentence or document per line. Nothing
-is loaded into memory: each data *shard* (one per rank x DataLoader worker) streams every file and keeps the
-lines whose index within their piece of the file falls in its shard (``index % S == s``).
+Corpus: files, folders, hub datasets in several formats, one or more sources with weights
+(:mod:`mdeberta.data.sources`: formats, documents, pieces). Nothing is loaded into memory: each data *shard* (one
+per rank x DataLoader worker) streams every source and keeps the documents whose index within their piece falls
+in its shard (``(index + piece) % S == s``; hub datasets are split by ``datasets`` itself).
 
 Shuffling (DeBERTa and ELECTRA train on shuffled documents; corpora are often stored in source order, e.g. one
-book or one source after another). Per language and epoch, the files are cut into *pieces* (``segments`` byte
-ranges per language, split at line boundaries), the pieces are visited in a seeded random order, and up to
-``segments`` of them are read at once, round-robin, into a *shuffle window* of ``buffer_lines`` lines, which is
-emitted in a seeded random permutation. So even the first batch mixes text from all over a source-ordered file,
-memory stays at one window per language, and the state needed for exact resumption is small: where each open
-piece stood when the window was filled, and how many of its lines were emitted (the window is re-read and
-re-permuted on resume instead of being written into every checkpoint).
+book or one source after another). Per language, source and epoch the files are cut into pieces (``segments``
+per language), the pieces are visited in a seeded random order, and up to ``segments`` of them are read at once,
+round-robin, into a *shuffle window* of ``buffer_lines`` documents, which is emitted in a seeded random
+permutation (a language with several sources fills each window slot from a source drawn in proportion to weight x
+size). So even the first batch mixes text from all over a source-ordered file, memory stays at one window per
+language, and the state needed for exact resumption is small: where each open piece stood when the window was
+filled, and how many of its documents were emitted (the window is re-read and re-permuted on resume instead of
+being written into every checkpoint).
 
 Each packed sequence is ``[CLS] t1 ... t_{L-2} [SEP]`` from ONE language, drawn with probability
 ``p(lang) ∝ n_lang ** alpha`` (XLM-R's rule: alpha < 1 flattens the distribution and upsamples thin
-languages). Lines are concatenated; a line longer than a sequence continues in the next sequence of that
-language, so no text is dropped. Masking happens here too (numpy, in the worker), as does the uniform noise the
-RTD generator uses to sample replacements, so the whole batch is a deterministic function of the shard's state.
+languages; n_lang sums size x weight over the language's files). Documents are concatenated; one longer than a
+sequence continues in the next sequence of that language, so no text is dropped. Masking happens here too (numpy,
+in the worker), as does the uniform noise the RTD generator uses to sample replacements, so the whole batch is a
+deterministic function of the shard's state.
 
 Determinism and resumption: a shard's state (its RNG, and per language the reading position, window and leftover
 tokens) travels with every batch; :class:`PretrainingLoader` keeps the state of the last consumed batch of each
@@ -29,144 +31,34 @@ shard, so a checkpoint continues the exact stream. The global stream depends onl
 from __future__ import annotations
 
 import copy
-import gzip
 import logging
-import os
-import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from mdeberta.tokenizer import expand_text_inputs
+from mdeberta.data.sources import (
+    SIZE_BY,
+    CorpusFile,
+    Cursor,
+    DataError,
+    Piece,
+    SourceOptions,
+    discover_corpus,
+    make_cursor,
+    split_into_pieces,
+)
 
 logger = logging.getLogger("mdeberta.data")
 
 MASKING_MODES = ("token", "whole_word", "ngram")
 OBJECTIVES = ("rtd", "mlm")
-SIZE_BY = ("bytes", "lines")
-_SUFFIXES = (".txt.gz", ".txt", ".gz")
 
-
-class DataError(ValueError):
-    """The corpus cannot be used; the message names the file (and line) and the problem."""
-
-
-# --------------------------------------------------------------------------- corpus discovery and sampling
-@dataclass(frozen=True)
-class CorpusFile:
-    language: str
-    path: Path
-    size: float  # bytes (uncompressed) or lines, the n_lang of the sampling rule
-
-
-def _language_of(path: Path) -> str:
-    name = path.name
-    for suffix in _SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def _uncompressed_size(path: Path) -> int:
-    """Plain size, or for gzip the ISIZE trailer (size mod 2**32: exact below 4 GiB, a fair weight above)."""
-    if path.suffix != ".gz":
-        return path.stat().st_size
-    with open(path, "rb") as f:
-        f.seek(-4, os.SEEK_END)
-        return struct.unpack("<I", f.read(4))[0] or path.stat().st_size
-
-
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
-def check_text_file(path: Path, probe_bytes: int = 1 << 16) -> None:
-    """Reject empty, binary (NUL bytes / undecodable) or corrupt gzip files with a clear message."""
-    if not path.is_file():
-        raise DataError(f"corpus file not found: {path}")
-    if path.stat().st_size == 0:
-        raise DataError(f"corpus file {path} is empty")
-    try:
-        with _open(path) as f:
-            head = f.read(probe_bytes)
-    except (OSError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {e} (corrupt gzip?)") from e
-    if not head.strip():
-        raise DataError(f"corpus file {path} has no text")
-    nul = head.count(b"\x00")
-    if nul > 1 + len(head) // 1000:  # a stray NUL in a text line is skipped when read; many mean binary data
-        raise DataError(f"{path} looks binary ({nul} NUL bytes in the first {len(head)} bytes); expected UTF-8 text")
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as e:
-        if e.start < len(head) - 4:  # a multi-byte character cut at the probe's end is fine
-            raise DataError(f"{path} is not UTF-8 text (invalid byte at offset {e.start})") from e
-
-
-def count_lines(path: Path) -> int:
-    with _open(path) as f:
-        return sum(1 for line in f if line.strip())
-
-
-def _corpus_paths(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[tuple[str, Path, Path]]:
-    """(language, file, origin) triples: files as given or in a folder (origin = the file), and the files of a
-    folder's sub-folders as one language's shards (origin = the sub-folder)."""
-    items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-    found: list[tuple[str, Path, Path]] = []
-    for item in map(Path, items):
-        if not item.is_dir():
-            try:
-                found += [(_language_of(p), p, p) for p in expand_text_inputs(item, _SUFFIXES)]
-            except (FileNotFoundError, ValueError) as e:
-                raise DataError(f"corpus: {e}") from e
-            continue
-        before = len(found)
-        found += [(_language_of(p), p, p) for p in sorted(item.iterdir())
-                  if p.is_file() and p.name.endswith(_SUFFIXES)]
-        for sub in sorted(p for p in item.iterdir() if p.is_dir()):
-            found += [(sub.name, p, sub) for p in sorted(sub.iterdir()) if p.is_file() and p.name.endswith(_SUFFIXES)]
-        if len(found) == before:
-            raise DataError(f"corpus: no {' / '.join('*' + x for x in _SUFFIXES)} files in folder {item} or in its "
-                            "per-language sub-folders")
-    return found
-
-
-def discover_corpus(data: str | os.PathLike | Sequence[str | os.PathLike], languages: Sequence[str] | None = None,
-                    size_by: str = "bytes") -> list[CorpusFile]:
-    """Corpus files with their language and size.
-
-    ``data``: a folder, a file, or a list of those. A folder's text files are one language each (file name
-    without .txt/.gz); its sub-folders are one language each (the folder name), their files that language's
-    shards. ``languages`` selects and orders languages; a language without a file is an error.
-    """
-    if size_by not in SIZE_BY:
-        raise DataError(f"size_by={size_by!r}; allowed: {list(SIZE_BY)}")
-    by_lang: dict[str, list[Path]] = {}
-    origin: dict[str, Path] = {}
-    for lang, path, source in _corpus_paths(data):
-        if origin.setdefault(lang, source) != source:
-            raise DataError(f"two sources for language {lang!r}: {origin[lang]} and {source}")
-        by_lang.setdefault(lang, []).append(path)
-    if languages:
-        missing = [lang for lang in languages if lang not in by_lang]
-        if missing:
-            raise DataError(f"no corpus file for language(s) {missing}; available: {sorted(by_lang)}")
-        by_lang = {lang: by_lang[lang] for lang in languages}
-    files = []
-    for lang, paths in by_lang.items():
-        for p in paths:
-            check_text_file(p)
-            size = float(_uncompressed_size(p) if size_by == "bytes" else count_lines(p))
-            if size <= 0:
-                raise DataError(f"corpus file {p} has no text")
-            files.append(CorpusFile(lang, p, size))
-    return files
+__all__ = ["SIZE_BY", "CorpusFile", "DataError", "SourceOptions", "discover_corpus"]
 
 
 def language_probabilities(sizes: dict[str, float], alpha: float = 0.3) -> dict[str, float]:
@@ -283,12 +175,13 @@ def word_start_table(tokenizer: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- streaming
 @dataclass(frozen=True)
 class ShuffleConfig:
-    """How each language's lines are shuffled (module docstring). ``buffer_lines <= 1`` turns shuffling off: the
-    files are read in the order given, front to back, as stored (what the reader did before it shuffled).
+    """How each language's documents are shuffled (module docstring). ``buffer_lines <= 1`` turns shuffling off:
+    the files are read in the order given, front to back, as stored (what the reader did before it shuffled).
 
-    ``buffer_lines``: lines per language and shard permuted together (memory: one window of raw text each).
-    ``segments``: pieces per language (split evenly over its files, at least one per file) read at the same
-    time, so one window holds lines from that many places of the corpus.
+    ``buffer_lines``: documents (lines of a text file) per language and shard permuted together (memory: one window
+    of raw text each). ``segments``: pieces per language and source (split evenly over its files, at least one per
+    file; a Parquet row group or a hub stream is one piece) read at the same time, so one window holds documents
+    from that many places of the corpus.
     """
 
     buffer_lines: int = 16384
@@ -305,189 +198,161 @@ class ShuffleConfig:
         return self.buffer_lines > 1
 
 
-@dataclass(frozen=True)
-class _Piece:
-    """The lines of ``path`` that start in the uncompressed byte range [start, end)."""
+class _SourceStream:
+    """The documents of one language from one source for one shard: pieces in a seeded order per epoch, up to
+    ``width`` read at once, in turn. Position: epoch, next piece of the order, whose turn it is, documents of this
+    shard so far in the epoch, and each open cursor's state."""
 
-    path: Path
-    start: int
-    end: float  # math.inf for a file's last piece, so a wrong size estimate never loses text
-
-
-def _split_into_pieces(files: Sequence[CorpusFile], segments: int) -> list[_Piece]:
-    per_file = max(1, -(-segments // len(files)))
-    pieces = []
-    for f in files:
-        size = _uncompressed_size(f.path)
-        k = max(1, min(per_file, size))
-        bounds: list[float] = [size * j // k for j in range(k)] + [float("inf")]
-        pieces += [_Piece(f.path, int(bounds[j]), bounds[j + 1]) for j in range(k)]
-    return pieces
-
-
-class _Cursor:
-    """Reads one piece's lines. ``offset`` is the next line's start (None: not yet aligned to a line start),
-    ``line`` counts the lines read from the piece (the shard rule uses it)."""
-
-    def __init__(self, index: int, piece: _Piece, offset: int | None = None, line: int = 0) -> None:
-        self.index, self.piece, self.line = index, piece, line
-        self.offset = offset if offset is not None else (0 if piece.start == 0 else None)
-        self._handle = None
-
-    def state(self) -> list:
-        return [self.index, self.offset, self.line]
-
-    def next_raw(self) -> tuple[int, bytes] | None:
-        """(index in the piece, raw bytes) of the piece's next line; None once the piece is done."""
-        if self._handle is None:
-            self._handle = _open(self.piece.path)
-            if self.offset is None:  # skip the end of the line that started in the previous piece
-                self._handle.seek(self.piece.start - 1)
-                self.offset = self.piece.start - 1 + len(self._handle.readline())
-            elif self.offset:
-                self._handle.seek(self.offset)
-        raw = self._handle.readline() if self.offset < self.piece.end else b""
-        if not raw:
-            self.close()
-            return None
-        index = self.line
-        self.line += 1
-        self.offset += len(raw)
-        return index, raw
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-
-class _LanguageStream:
-    """Token stream of one language for one shard: pieces in a seeded order per epoch, read round-robin into a
-    shuffle window, emitted in a seeded permutation, tokenized on the way out.
-
-    State: the reading position when the current window was filled, the window's number and how many of its lines
-    were emitted, and the leftover tokens of a line cut at a sequence end. Restoring re-reads the window.
-    """
-
-    def __init__(self, language: str, files: Sequence[CorpusFile], shard: int, num_shards: int, encode,
-                 shuffle: ShuffleConfig, seed: int, state: dict | None = None) -> None:
-        self.language, self.shard, self.num_shards, self.encode = language, shard, num_shards, encode
-        self.shuffle, self.seed = shuffle, seed
-        self.key = zlib.crc32(language.encode("utf-8"))
-        self.pieces = _split_into_pieces(files, shuffle.segments if shuffle.enabled else 1)
+    def __init__(self, language: str, files: Sequence[CorpusFile], shard: int, num_shards: int,
+                 shuffle: ShuffleConfig, seed: int) -> None:
+        self.language, self.shard, self.num_shards, self.shuffle = language, shard, num_shards, shuffle
+        source = files[0].source
+        self.key = zlib.crc32((language if source == 0 else f"{language}:{source}").encode("utf-8"))
+        self.seed = seed
+        self.pieces: list[Piece] = split_into_pieces(files, shuffle.segments if shuffle.enabled else 1)
         self.width = min(shuffle.segments, len(self.pieces)) if shuffle.enabled else 1
-        self.window_size = max(1, shuffle.buffer_lines)
-        self.window: list[bytes] = []
-        self.emitted = 0
-        self.window_index = 0
-        self.cursors: list[_Cursor] = []
-        state = state or {}
-        if state and "window_start" not in state:
-            raise DataError("the checkpoint's data position was written by an older mdeberta (unshuffled reader) "
-                            "and cannot be continued exactly; start a new run")
-        self.buffer: list[int] = list(state.get("buffer", []))
-        if state.get("window_start") is None:
-            self._set_position({"epoch": 0, "next": 0, "turn": 0, "own": 0, "cursors": None})
-            self.window_start: dict[str, Any] | None = None
-        else:
-            self.window_index = int(state["window_index"])
-            self._set_position(state["window_start"])
-            self._fill_window()
-            self.emitted = int(state["emitted"])
+        self.size = sum(f.size * f.weight for f in files)
+        self.cursors: list[Cursor] = []
+        self.set_position(None)
 
-    # -- reading position
     def order(self, epoch: int) -> np.ndarray:
         if not self.shuffle.enabled:
             return np.arange(len(self.pieces))
         return np.random.default_rng([self.seed, self.key, epoch]).permutation(len(self.pieces))
 
-    def _set_position(self, position: dict[str, Any]) -> None:
+    def _cursor(self, i: int, state: list | None = None) -> Cursor:
+        return make_cursor(i, self.pieces[i], state, self.shard, self.num_shards)
+
+    def set_position(self, position: dict[str, Any] | None) -> None:
+        """Continue from ``position`` (None: the start of epoch 0)."""
         self.close()
+        position = position or {"epoch": 0, "next": 0, "turn": 0, "own": 0, "cursors": None}
         self.epoch, self.next_piece = int(position["epoch"]), int(position["next"])
         self.turn, self.own = int(position["turn"]), int(position["own"])
         self._order = self.order(self.epoch)
         if position["cursors"] is None:  # start of an epoch: open the first pieces of its order
-            self.cursors = [_Cursor(int(i), self.pieces[int(i)]) for i in self._order[: self.width]]
+            self.cursors = [self._cursor(int(i)) for i in self._order[: self.width]]
             self.next_piece = len(self.cursors)
         else:
-            self.cursors = [_Cursor(int(i), self.pieces[int(i)], o, int(n)) for i, o, n in position["cursors"]]
+            self.cursors = [self._cursor(int(state[0]), state) for state in position["cursors"]]
 
-    def _position(self) -> dict[str, Any]:
+    def position(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "next": self.next_piece, "turn": self.turn, "own": self.own,
                 "cursors": [c.state() for c in self.cursors]}
 
-    def _next_own_line(self) -> bytes:
-        """The next non-empty line of this shard, reading the open pieces in turn."""
+    def next_document(self) -> str:
+        """The next non-empty document of this language and shard, reading the open pieces in turn."""
         while True:
             if not self.cursors:  # every piece of the epoch read: next epoch
                 if self.own == 0:
                     raise DataError(
-                        f"language {self.language!r} ({', '.join(str(p) for p in {x.path for x in self.pieces})}): "
-                        f"data shard {self.shard} of {self.num_shards} found no text in a full pass (the files "
+                        f"language {self.language!r} ({', '.join(sorted({str(p.file.path) for p in self.pieces}))})"
+                        f": data shard {self.shard} of {self.num_shards} found no text in a full pass (the files "
                         "have fewer non-empty lines than shards = ranks x workers, or no text at all); use fewer "
                         "DataLoader workers/processes or more text"
                     )
-                self._set_position({"epoch": self.epoch + 1, "next": 0, "turn": 0, "own": 0, "cursors": None})
+                self.set_position({"epoch": self.epoch + 1, "next": 0, "turn": 0, "own": 0, "cursors": None})
                 continue
             slot = self.turn % len(self.cursors)
             cursor = self.cursors[slot]
-            got = cursor.next_raw()
+            got = cursor.next_document()
             if got is None:  # piece done: the next piece of the order takes its slot
                 if self.next_piece < len(self._order):
-                    i = int(self._order[self.next_piece])
-                    self.cursors[slot] = _Cursor(i, self.pieces[i])
+                    self.cursors[slot] = self._cursor(int(self._order[self.next_piece]))
                     self.next_piece += 1
                 else:
                     del self.cursors[slot]
                 continue
             self.turn += 1
-            index, raw = got
-            if (index + cursor.index) % self.num_shards != self.shard:
+            index, text, language = got
+            if not cursor.presharded and (index + cursor.index) % self.num_shards != self.shard:
                 continue
-            if b"\x00" in raw:  # a stray NUL in real text (../shared's bg corpus has one): skip, don't kill the run
-                where = (f"{cursor.piece.path}:{index + 1}" if cursor.piece.start == 0
-                         else f"{cursor.piece.path} (line at byte {cursor.offset - len(raw)})")
-                logger.warning("%s: NUL byte in the line; line skipped", where)
+            if language is not None and language != self.language:  # a language field routes the record
                 continue
-            if not raw.strip():
+            if not text.strip():
                 continue
             self.own += 1
-            return raw
+            return text
+
+    def close(self) -> None:
+        for c in self.cursors:
+            c.close()
+
+
+class _LanguageStream:
+    """Token stream of one language for one shard: documents from its sources (drawn by weight x size when there
+    are several) into a shuffle window, emitted in a seeded permutation, tokenized on the way out.
+
+    State: the reading position of every source when the current window was filled, the window's number and how
+    many of its documents were emitted, and the leftover tokens of a document cut at a sequence end. Restoring
+    re-reads the window.
+    """
+
+    def __init__(self, language: str, files: Sequence[CorpusFile], shard: int, num_shards: int, encode,
+                 shuffle: ShuffleConfig, seed: int, state: dict | None = None) -> None:
+        self.language, self.shard, self.encode, self.shuffle, self.seed = language, shard, encode, shuffle, seed
+        self.key = zlib.crc32(language.encode("utf-8"))
+        by_source: dict[int, list[CorpusFile]] = {}
+        for f in files:
+            by_source.setdefault(f.source, []).append(f)
+        self.sources = [_SourceStream(language, group, shard, num_shards, shuffle, seed)
+                        for group in by_source.values()]
+        sizes = np.array([s.size for s in self.sources])
+        self.source_p = sizes / sizes.sum()
+        self.window_size = max(1, shuffle.buffer_lines)
+        self.window: list[str] = []
+        self.emitted = 0
+        self.window_index = 0
+        state = state or {}
+        if state and "window_start" not in state:
+            raise DataError("the checkpoint's data position was written by an older mdeberta (unshuffled reader) "
+                            "and cannot be continued exactly; start a new run")
+        self.buffer: list[int] = list(state.get("buffer", []))
+        self.window_start: list[dict[str, Any]] | None = None
+        if state.get("window_start") is not None:
+            self.window_index = int(state["window_index"])
+            for source, position in zip(self.sources, state["window_start"], strict=True):
+                source.set_position(position)
+            self._fill_window()
+            self.emitted = int(state["emitted"])
 
     def _fill_window(self) -> None:
-        self.window_start = self._position()
-        lines = [self._next_own_line() for _ in range(self.window_size)]
+        self.window_start = [s.position() for s in self.sources]
+        rng = np.random.default_rng([self.seed, self.shard, self.key, self.window_index])
+        if len(self.sources) == 1:
+            docs = [self.sources[0].next_document() for _ in range(self.window_size)]
+        else:
+            picks = rng.choice(len(self.sources), size=self.window_size, p=self.source_p)
+            docs = [self.sources[int(i)].next_document() for i in picks]
         if self.shuffle.enabled:
-            perm = np.random.default_rng([self.seed, self.shard, self.key, self.window_index]).permutation(len(lines))
-            lines = [lines[i] for i in perm]
-        self.window, self.emitted = lines, 0
+            docs = [docs[i] for i in rng.permutation(len(docs))]
+        self.window, self.emitted = docs, 0
 
-    # -- tokens
     def state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "window_start": self.window_start, "window_index": self.window_index,
-                "emitted": self.emitted, "buffer": list(self.buffer)}
+        return {"epoch": self.sources[0].epoch, "window_start": self.window_start,
+                "window_index": self.window_index, "emitted": self.emitted, "buffer": list(self.buffer)}
 
-    def _next_line(self) -> list[int]:
+    def _next_document_ids(self) -> list[int]:
         while True:
             if self.emitted == len(self.window):
                 if self.window_start is not None:
                     self.window_index += 1
                 self._fill_window()
-            raw = self.window[self.emitted]
+            text = self.window[self.emitted]
             self.emitted += 1
-            ids = self.encode(raw.decode("utf-8", errors="replace").strip())
+            ids = [t for line in text.splitlines() if line.strip() for t in self.encode(line.strip())]
             if ids:
                 return ids
 
     def take(self, n: int) -> list[int]:
         while len(self.buffer) < n:
-            self.buffer.extend(self._next_line())
+            self.buffer.extend(self._next_document_ids())
         out, self.buffer = self.buffer[:n], self.buffer[n:]
         return out
 
     def close(self) -> None:
-        for c in self.cursors:
-            c.close()
+        for s in self.sources:
+            s.close()
 
 
 class PackedTextDataset(IterableDataset):
@@ -519,7 +384,7 @@ class PackedTextDataset(IterableDataset):
         self.seed = seed
         sizes: dict[str, float] = {}
         for f in self.files:
-            sizes[f.language] = sizes.get(f.language, 0.0) + f.size
+            sizes[f.language] = sizes.get(f.language, 0.0) + f.size * f.weight
         self.probabilities = language_probabilities(sizes, alpha)
         special = sorted({tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id,
                           tokenizer.mask_token_id, *getattr(tokenizer, "all_special_ids", ())})

@@ -27,7 +27,15 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain DeBERTa-V3 (RTD + GDES) or an MLM baseline on text corpora",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = p.add_argument_group("data")
-    d.add_argument("--data", nargs="+", required=True, help="corpus folder(s) or files (.txt / .txt.gz, per language)")
+    d.add_argument("--data", nargs="+", required=True, metavar="SOURCE[=WEIGHT]",
+                   help="corpus folders (per-language files or sub-folders), files (.txt/.gz/.xz/.zst, .jsonl[.gz|.xz|"
+                        ".zst], .parquet) or hub datasets hf:NAME[:CONFIG]; =WEIGHT scales a source's size in the "
+                        "language sampling (mdeberta.data.sources)")
+    d.add_argument("--text-field", default="text", help="JSON / Parquet / hub column with the text")
+    d.add_argument("--language-field", default=None,
+                   help="column with each record's language (mixed-language files; needs --languages)")
+    d.add_argument("--documents", choices=["lines", "blank-line"], default="lines",
+                   help="text files: a document per line, or runs of lines separated by blank lines (CC100)")
     d.add_argument("--languages", default=None, help="comma-separated languages to use (default: all files)")
     d.add_argument("--tokenizer", required=True, help="tokenizer folder (mdeberta tokenizer train ...) or hub id")
     d.add_argument("--max-seq-length", type=int, default=128)
@@ -36,7 +44,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--mask-prob", type=float, default=0.15)
     d.add_argument("--masking", choices=["token", "whole_word", "ngram"], default="token")
     d.add_argument("--max-ngram", type=int, default=3)
-    d.add_argument("--num-workers", type=int, default=1, help="DataLoader workers per process (tokenize on the fly)")
+    d.add_argument("--num-workers", type=_workers, default=1, metavar="N|auto",
+                   help="DataLoader workers per process (tokenize on the fly); auto: measure one worker's tokens/s "
+                        "and the model's, start enough to keep up (kept on --resume)")
     d.add_argument("--shuffle-buffer", type=int, default=ShuffleConfig.buffer_lines, metavar="LINES",
                    help="lines per language shuffled together (0: read the files in order, unshuffled)")
     d.add_argument("--shuffle-segments", type=int, default=ShuffleConfig.segments, metavar="N",
@@ -87,6 +97,18 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("run_dir")
     q.add_argument("--output", default=None, help="PNG path (default RUN_DIR/metrics.png)")
     q.set_defaults(func=run_plot)
+
+
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--num-workers takes a number >= 0 or 'auto', got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"--num-workers takes a number >= 0 or 'auto', got {value!r}")
+    return n
 
 
 def run_plot(args: argparse.Namespace) -> int:
@@ -142,6 +164,7 @@ def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
     """Tokenizer, data loader, model, step function, optimizer, scheduler (everything but the loop)."""
     import torch
 
+    from mdeberta.data.sources import SourceOptions
     from mdeberta.data.text import MaskingConfig, PackedTextDataset, PretrainingLoader, discover_corpus
     from mdeberta.model import DebertaForMaskedLM
     from mdeberta.tokenizer import DebertaTokenizer
@@ -151,13 +174,14 @@ def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
 
     tokenizer = DebertaTokenizer.from_pretrained(args.tokenizer)
     languages = [s.strip() for s in args.languages.split(",") if s.strip()] if args.languages else None
-    files = discover_corpus(args.data, languages, size_by=args.size_by)
+    options = SourceOptions(text_field=args.text_field, language_field=args.language_field,
+                            documents=args.documents)
+    files = discover_corpus(args.data, languages, size_by=args.size_by, options=options)
     masking = MaskingConfig(objective=args.objective, mask_prob=args.mask_prob, mode=args.masking,
                             max_ngram=args.max_ngram)
     shuffle = ShuffleConfig(buffer_lines=args.shuffle_buffer, segments=args.shuffle_segments)
     dataset = PackedTextDataset(files, tokenizer, args.max_seq_length, args.batch_size, masking, args.alpha,
                                 args.seed, shuffle)
-    loader = PretrainingLoader(dataset, env.rank, env.world_size, args.num_workers)
     seed_everything(args.seed)  # identical initial weights on every rank
     if args.objective == "rtd":
         config = model_config(args, len(tokenizer))
@@ -177,6 +201,12 @@ def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
     if vocab < len(tokenizer):
         raise ValueError(f"the model's vocab_size ({vocab}) is smaller than the tokenizer's {len(tokenizer)} tokens")
     model = model.to(env.device)
+    if args.num_workers == "auto":
+        args.num_workers, throughput = auto_workers(dataset, model, step_fn, env, args.precision)
+        logger.info("--num-workers auto: one data worker makes %.0f tokens/s, the model trains %.0f tokens/s per "
+                    "process: %d workers", throughput["data_tokens_per_s"], throughput["model_tokens_per_s"],
+                    args.num_workers)
+    loader = PretrainingLoader(dataset, env.rank, env.world_size, args.num_workers)
     wrapped = wrap_model(model, env, args.distributed)
     optimizer = build_optimizer(wrapped, learning_rate(args), args.weight_decay, betas=tuple(args.adam_betas),
                                 eps=args.adam_eps, lr_by_prefix=lr_by_prefix, embedding_update=args.embedding_update)
@@ -194,6 +224,71 @@ def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
                 {f.language: round(dataset.probabilities[f.language], 4) for f in files})
     return dict(tokenizer=tokenizer, loader=loader, model=model, wrapped=wrapped, step_fn=step_fn,
                 optimizer=optimizer, scheduler=scheduler, probe=probe)
+
+
+def data_throughput(dataset: Any, batches: int = 30, min_seconds: float = 1.0) -> tuple[float, list[dict]]:
+    """Tokens/s of one data worker (read + shuffle + tokenize + pack + mask) on this process, after the first
+    batch (which fills the shuffle windows); also returns the batches, for timing the model on real inputs."""
+    import time
+
+    stream = dataset.iter_shard(0)
+    kept = [next(stream)]
+    start, produced = time.perf_counter(), 0
+    while produced < batches or time.perf_counter() - start < min_seconds:
+        kept.append(next(stream))
+        produced += 1
+        if produced >= 4 * batches:
+            break
+    seconds = time.perf_counter() - start
+    stream.close()
+    tokens = produced * dataset.batch_size * dataset.max_seq_length
+    return tokens / max(seconds, 1e-9), kept[:4]
+
+
+def model_throughput(model: Any, step_fn: Any, batches: list[dict], env: Any, precision: str) -> float:
+    """Training tokens/s of the model (forward + backward, no update) on real batches; RNG and gradients are left as
+    they were, so a run with ``auto`` trains exactly like one given the same worker count."""
+    import contextlib
+    import time
+
+    import torch
+
+    device = env.device
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+                if precision != "fp32" else contextlib.nullcontext())
+    devices = [device] if device.type == "cuda" else []
+    times = []
+    with torch.random.fork_rng(devices=devices):
+        model.train()
+        for batch in batches[:3]:
+            batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            with autocast:
+                loss, _ = step_fn(model, batch)
+            loss.backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+    model.zero_grad(set_to_none=True)
+    tokens = batches[0]["input_ids"].numel()
+    return tokens / max(min(times[1:] or times), 1e-9)
+
+
+def auto_workers(dataset: Any, model: Any, step_fn: Any, env: Any, precision: str) -> tuple[int, dict[str, float]]:
+    """Data workers per process that keep up with training: ceil(1.25 x model tokens/s / one worker's tokens/s),
+    at least 1 and at most the cores left per process."""
+    import math
+    import os
+
+    data_tps, batches = data_throughput(dataset)
+    model_tps = model_throughput(model, step_fn, batches, env, precision)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", env.world_size))
+    cap = max(1, (os.cpu_count() or 1) // max(1, local) - (1 if env.device.type == "cpu" else 0))
+    workers = max(1, min(cap, math.ceil(1.25 * model_tps / max(data_tps, 1e-9))))
+    workers = int(env.broadcast_object(workers))  # every rank must cut the stream into the same shards
+    return workers, {"data_tokens_per_s": data_tps, "model_tokens_per_s": model_tps}
 
 
 def export(model: Any, tokenizer: Any, folder: Path) -> Path:
@@ -215,13 +310,20 @@ def run_pretraining(args: argparse.Namespace) -> int:
     from mdeberta.train.pretraining import representation_health
 
     env = init_distributed(args.device)
-    threads = configure_cpu_threads(env, args.num_workers)
-    if env.device.type == "cpu":
-        logger.info("CPU training: %d intra-op threads, %d data workers", threads, args.num_workers)
+    out = Path(args.output)
+    if args.num_workers == "auto" and args.resume and (out / "run_config.json").exists():
+        # The data stream depends on the number of workers: a resumed run keeps the count it measured.
+        args.num_workers = int(json.loads((out / "run_config.json").read_text())["num_workers"])
     try:
-        parts = build(args, env)
+        if args.num_workers == "auto":
+            parts = build(args, env)  # measures, then sets args.num_workers
+            threads = configure_cpu_threads(env, args.num_workers)
+        else:
+            threads = configure_cpu_threads(env, args.num_workers)
+            parts = build(args, env)
+        if env.device.type == "cpu":
+            logger.info("CPU training: %d intra-op threads, %d data workers", threads, args.num_workers)
         health_every = 10 * args.log_every if args.health_every is None else args.health_every
-        out = Path(args.output)
         if env.is_main:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "run_config.json", json.dumps(vars(args) | {"func": None}, indent=2,
