@@ -81,3 +81,47 @@ def test_unsupported_cases_fall_back_exactly():
     ref, _ = reference_attention(*tensors, slots, mask, 0.3)
     out, _ = ta.triton_attention(*tensors, slots, mask, 0.3)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+
+
+def _reference_with_mask(tensors, slots, mask, scale, keep, p):
+    """The reference's probabilities with a given keep mask applied as F.dropout would (x 1/(1-p))."""
+    q, k, v, pk, pq = tensors
+    _, probs = reference_attention(q, k, v, pk, pq, slots, mask, scale, 0.0, output_attentions=True)
+    return torch.matmul(probs * keep / (1 - p), v)
+
+
+@pytest.mark.parametrize("length,buckets,max_rel,terms", [(20, 8, 32, "both"), (37, -1, 12, "c2p")])
+def test_dropout_inside_the_kernel_matches_reference_with_the_same_mask(length, buckets, max_rel, terms):
+    p, seed = 0.3, 1234
+    tensors, slots, mask = case(length, buckets, max_rel, terms)
+    keep = ta.dropout_keep_mask(seed, 2, 2, length, p, "cpu")
+    assert keep.shape == (2, 2, length, length)
+    assert abs(keep.float().mean().item() - (1 - p)) < 0.05
+    results = []
+    for kind in ("reference", "triton"):
+        leaves = [t.clone().requires_grad_() if t is not None else None for t in tensors]
+        if kind == "reference":
+            out = _reference_with_mask(leaves, slots, mask, 0.3, keep, p)
+        else:
+            out, _ = ta.flash_attention(*leaves, slots, mask, 0.3, dropout_p=p, seed=seed)
+        weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+        (out * weights).sum().backward()
+        results.append((out.detach(), [t.grad for t in leaves if t is not None]))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-5)
+    for got, want in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_seed_is_reproducible_and_drawn_from_torch():
+    tensors, slots, mask = case(16, 8, 32)
+    a, _ = ta.flash_attention(*tensors, slots, mask, 0.3, dropout_p=0.2, seed=7)
+    b, _ = ta.flash_attention(*tensors, slots, mask, 0.3, dropout_p=0.2, seed=7)
+    c, _ = ta.flash_attention(*tensors, slots, mask, 0.3, dropout_p=0.2, seed=8)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    torch.manual_seed(3)
+    d, _ = ta.triton_attention(*tensors, slots, mask, 0.3, dropout_p=0.2)
+    torch.manual_seed(3)
+    e, _ = ta.triton_attention(*tensors, slots, mask, 0.3, dropout_p=0.2)
+    assert torch.equal(d, e)  # the seed comes from torch's generator: seeding makes runs repeat
+    assert not torch.equal(ta.dropout_keep_mask(1, 1, 1, 16, 0.5, "cpu"), ta.dropout_keep_mask(2, 1, 1, 16, 0.5,
+                                                                                                 "cpu"))

@@ -22,8 +22,29 @@ def _scores(q, k, C2P, P2C, DIST, TOK, b, bh, offs_m, offs_n, L, R, scale):
     return s, slot, qlive, valid
 
 @triton.jit
-def _fwd(Q, K, V, C2P, P2C, DIST, TOK, O, LSE, H, L, R, scale,
-         D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+def _keep(seed, bh, offs_m, offs_n, L, dropout_p):
+    """Attention-dropout keep mask of a tile: Philox on (seed, global pair index), the same numbers in the forward
+    and the backward, never stored."""
+    pair = (bh.to(tl.int64) * L + offs_m[:, None].to(tl.int64)) * L + offs_n[None, :].to(tl.int64)
+    return tl.rand(seed, pair) >= dropout_p
+
+
+@triton.jit
+def _dropout_mask(OUT, seed, dropout_p, L, BM: tl.constexpr, BN: tl.constexpr):
+    """The keep mask the kernels use, written out (tests compare against the reference with it)."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    bh = tl.program_id(2)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    keep = _keep(seed, bh, offs_m, offs_n, L, dropout_p)
+    ok = (offs_m[:, None] < L) & (offs_n[None, :] < L)
+    tl.store(OUT + (bh.to(tl.int64) * L + offs_m[:, None]) * L + offs_n[None, :], keep.to(tl.int8), mask=ok)
+
+
+@triton.jit
+def _fwd(Q, K, V, C2P, P2C, DIST, TOK, O, LSE, H, L, R, scale, seed, dropout_p,
+         D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, DROPOUT: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -43,7 +64,9 @@ def _fwd(Q, K, V, C2P, P2C, DIST, TOK, O, LSE, H, L, R, scale,
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
+        l_i = l_i * alpha + tl.sum(p, 1)  # the softmax normalises over every key, dropped ones too
+        if DROPOUT:
+            p = tl.where(_keep(seed, bh, offs_m, offs_n, L, dropout_p), p / (1.0 - dropout_p), 0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
     acc = acc / l_i[:, None]
@@ -52,17 +75,25 @@ def _fwd(Q, K, V, C2P, P2C, DIST, TOK, O, LSE, H, L, R, scale,
     tl.store(LSE + bh * L + offs_m, m_i + tl.log(l_i), mask=offs_m < L)
 
 @triton.jit
-def _tile_grad(q, k, v, do, lse, delta, C2P, P2C, DIST, TOK, b, bh, offs_m, offs_n, L, R, scale):
+def _tile_grad(q, k, v, do, lse, delta, C2P, P2C, DIST, TOK, b, bh, offs_m, offs_n, L, R, scale, seed, dropout_p,
+               DROPOUT: tl.constexpr):
+    """Softmax probabilities as they multiplied v (dropped and rescaled), and the score gradient. With dropout
+    O = (P*Z/(1-p)) V, so dP = Z/(1-p) * dO V^T, and delta = rowsum(dO * O) = rowsum(P * dP) still holds."""
     s, slot, qlive, valid = _scores(q, k, C2P, P2C, DIST, TOK, b, bh, offs_m, offs_n, L, R, scale)
     p = tl.exp(s - lse[:, None])
     dp = tl.dot(do, tl.trans(v))
+    p_used = p
+    if DROPOUT:
+        keep = _keep(seed, bh, offs_m, offs_n, L, dropout_p)
+        dp = tl.where(keep, dp / (1.0 - dropout_p), 0.0)
+        p_used = tl.where(keep, p / (1.0 - dropout_p), 0.0)
     ds = p * (dp - delta[:, None])
     ds = tl.where(qlive[:, None] & valid, ds, 0.0)
-    return p, ds, slot
+    return p_used, ds, slot
 
 @triton.jit
-def _bwd_dq(Q, K, V, C2P, P2C, DIST, TOK, DO, LSE, DELTA, DQ, DC2P, H, L, R, scale,
-            D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+def _bwd_dq(Q, K, V, C2P, P2C, DIST, TOK, DO, LSE, DELTA, DQ, DC2P, H, L, R, scale, seed, dropout_p,
+            D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, DROPOUT: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -82,7 +113,7 @@ def _bwd_dq(Q, K, V, C2P, P2C, DIST, TOK, DO, LSE, DELTA, DQ, DC2P, H, L, R, sca
         k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
         v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
         p, ds, slot = _tile_grad(q, k, v, do, lse, delta, C2P, P2C, DIST, TOK, b, bh, offs_m, offs_n, L, R,
-                                 scale)
+                                 scale, seed, dropout_p, DROPOUT)
         dq += tl.dot(ds.to(k.dtype), k) * scale
         # dC2P[i, slot(i, j)] += ds[i, j], one key column at a time (distinct rows -> distinct addresses).
         for c in tl.static_range(BN):
@@ -95,8 +126,8 @@ def _bwd_dq(Q, K, V, C2P, P2C, DIST, TOK, DO, LSE, DELTA, DQ, DC2P, H, L, R, sca
     tl.store(DQ + base + offs_m[:, None] * D + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=row_mask)
 
 @triton.jit
-def _bwd_dkdv(Q, K, V, C2P, P2C, DIST, TOK, DO, LSE, DELTA, DK, DV, DP2C, H, L, R, scale,
-              D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+def _bwd_dkdv(Q, K, V, C2P, P2C, DIST, TOK, DO, LSE, DELTA, DK, DV, DP2C, H, L, R, scale, seed, dropout_p,
+              D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, DROPOUT: tl.constexpr):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -117,7 +148,7 @@ def _bwd_dkdv(Q, K, V, C2P, P2C, DIST, TOK, DO, LSE, DELTA, DK, DV, DP2C, H, L, 
         lse = tl.load(LSE + bh * L + offs_m, mask=offs_m < L, other=0.0)
         delta = tl.load(DELTA + bh * L + offs_m, mask=offs_m < L, other=0.0)
         p, ds, slot = _tile_grad(q, k, v, do, lse, delta, C2P, P2C, DIST, TOK, b, bh, offs_m, offs_n, L, R,
-                                 scale)
+                                 scale, seed, dropout_p, DROPOUT)
         p = tl.where(row_mask, p, 0.0)
         dv += tl.dot(tl.trans(p).to(do.dtype), do)
         dk += tl.dot(tl.trans(ds).to(q.dtype), q) * scale

@@ -16,9 +16,15 @@ it owns). Several keys of a row may share a slot (log buckets), so the table gra
 column (resp. row) of the tile at a time: within a column all addresses are distinct, and no other program writes
 those rows.
 
+Attention dropout runs inside the kernels: the keep mask of a pair is Philox(seed, global pair index) (``tl.rand``),
+drawn in the forward and drawn again in the backward, never stored; the seed comes from PyTorch's CPU generator,
+so runs are reproducible and resume exactly. The softmax normalises over all keys and the kept probabilities are
+scaled by 1/(1-p), as ``F.dropout`` on the probabilities does. ``dropout_keep_mask`` returns the mask of a seed
+(the tests compare with the reference under that mask).
+
 Fully padded query rows follow the reference: a uniform softmax over all keys, with no gradient reaching q or k.
-Cases the kernel does not cover (dropout, ``output_attentions``, masks that are not an outer product, head sizes
-that are not a power of two >= 16, Lq != Lk) go to the fused SDPA path, which is exact for them.
+Cases the kernel does not cover (``output_attentions``, masks that are not an outer product, head sizes that are
+not a power of two >= 16, Lq != Lk) go to the fused SDPA path, which is exact for them.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ def _build_kernels() -> dict[str, Any]:
         module = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
         _KERNELS.clear()
         _KERNELS[key] = {"fwd": module._fwd, "bwd_dq": module._bwd_dq, "bwd_dkdv": module._bwd_dkdv,
-                         "cdiv": triton.cdiv}
+                         "mask": module._dropout_mask, "cdiv": triton.cdiv}
     return _KERNELS[key]
 
 
@@ -56,17 +62,17 @@ BLOCK = 16
 
 class _DisentangledFlash(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, c2p, p2c, dist, tokens, scale):  # type: ignore[override]
+    def forward(ctx, q, k, v, c2p, p2c, dist, tokens, scale, dropout_p, seed):  # type: ignore[override]
         kern = _build_kernels()
         b, h, length, d = q.shape
         rows = c2p.shape[-1]
         out = torch.empty_like(q)
         lse = torch.empty(b, h, length, dtype=torch.float32, device=q.device)
         grid = (kern["cdiv"](length, BLOCK), b * h)
-        kern["fwd"][grid](q, k, v, c2p, p2c, dist, tokens, out, lse, h, length, rows, scale,
-                          D=d, BM=BLOCK, BN=BLOCK)
+        kern["fwd"][grid](q, k, v, c2p, p2c, dist, tokens, out, lse, h, length, rows, scale, seed, dropout_p,
+                          D=d, BM=BLOCK, BN=BLOCK, DROPOUT=dropout_p > 0.0)
         ctx.save_for_backward(q, k, v, c2p, p2c, dist, tokens, out, lse)
-        ctx.scale = scale
+        ctx.scale, ctx.dropout_p, ctx.seed = scale, dropout_p, seed
         return out
 
     @staticmethod
@@ -80,11 +86,27 @@ class _DisentangledFlash(torch.autograd.Function):
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dc2p, dp2c = torch.zeros_like(c2p), torch.zeros_like(p2c)
         grid = (kern["cdiv"](length, BLOCK), b * h)
+        dropout = dict(DROPOUT=ctx.dropout_p > 0.0)
         kern["bwd_dq"][grid](q, k, v, c2p, p2c, dist, tokens, grad_out, lse, delta, dq, dc2p, h, length, rows,
-                             ctx.scale, D=d, BM=BLOCK, BN=BLOCK)
+                             ctx.scale, ctx.seed, ctx.dropout_p, D=d, BM=BLOCK, BN=BLOCK, **dropout)
         kern["bwd_dkdv"][grid](q, k, v, c2p, p2c, dist, tokens, grad_out, lse, delta, dk, dv, dp2c, h, length,
-                               rows, ctx.scale, D=d, BM=BLOCK, BN=BLOCK)
-        return dq, dk, dv, dc2p, dp2c, None, None, None
+                               rows, ctx.scale, ctx.seed, ctx.dropout_p, D=d, BM=BLOCK, BN=BLOCK, **dropout)
+        return dq, dk, dv, dc2p, dp2c, None, None, None, None, None
+
+
+def dropout_keep_mask(seed: int, batch: int, heads: int, length: int, dropout_p: float,
+                      device: torch.device | str) -> torch.Tensor:
+    """(batch, heads, L, L) bool: the pairs the kernels keep for ``seed`` (True = kept, scaled by 1/(1-p))."""
+    kern = _build_kernels()
+    out = torch.empty(batch * heads, length, length, dtype=torch.int8, device=device)
+    grid = (kern["cdiv"](length, BLOCK), kern["cdiv"](length, BLOCK), batch * heads)
+    kern["mask"][grid](out, seed, dropout_p, length, BM=BLOCK, BN=BLOCK)
+    return out.view(batch, heads, length, length).bool()
+
+
+def new_dropout_seed() -> int:
+    """A Philox key from PyTorch's CPU generator (so seeding and checkpointed RNG state cover it)."""
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
 
 
 def token_mask_of(mask: torch.Tensor) -> torch.Tensor | None:
@@ -111,10 +133,25 @@ def triton_attention(
     output_attentions: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Drop-in for ``reference_attention`` through the Triton kernel; unsupported cases use ``sdpa_attention``."""
+    return flash_attention(query, key, value, pos_key, pos_query, slots, mask, scale, dropout_p, output_attentions)
+
+
+def flash_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    pos_key: torch.Tensor | None,
+    pos_query: torch.Tensor | None,
+    slots: torch.Tensor | None,
+    mask: torch.Tensor,
+    scale: float,
+    dropout_p: float = 0.0,
+    output_attentions: bool = False,
+    seed: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``triton_attention`` with an explicit dropout ``seed`` (None: drawn from PyTorch's generator)."""
     batch, heads, length, d = query.shape
-    fallback = (
-        output_attentions or dropout_p > 0.0 or key.shape[-2] != length or d < 16 or d & (d - 1) != 0
-    )
+    fallback = output_attentions or key.shape[-2] != length or d < 16 or d & (d - 1) != 0
     dist = tokens = None
     if not fallback:
         has_pos = pos_key is not None or pos_query is not None
@@ -131,8 +168,11 @@ def triton_attention(
            else zeros)
     p2c = (torch.matmul(key.float(), (pos_query.float() * scale).transpose(-1, -2)) if pos_query is not None
            else zeros)
+    if dropout_p > 0.0 and seed is None:
+        seed = new_dropout_seed()
     out = _DisentangledFlash.apply(
         query.contiguous(), key.contiguous(), value.contiguous(), c2p.contiguous(), p2c.contiguous(),
-        dist.to(device=device, dtype=torch.int32).contiguous(), tokens.to(device), float(scale),
+        dist.to(device=device, dtype=torch.int32).contiguous(), tokens.to(device), float(scale), float(dropout_p),
+        int(seed or 0),
     )
     return out, None

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The GPU issue's whole session in one command, within 8 minutes on a fresh H200 (no package index there).
+#
+#   bash benchmarks/gpu/run.sh prepare          # here, once: pinned wheels into .whl/ (git-ignored) for the device
+#   bash benchmarks/gpu/run.sh OUT              # on the GPU machine (device tool: carry [".whl"], OUT=$OUT)
+#   bash benchmarks/gpu/run.sh OUT --dry-run    # rehearsal on CPU: every part on tiny shapes
+#
+# Parts, each with its own time limit so that a slow one cannot eat the others' time, each writing into OUT:
+#   (a) tests/kernels/test_triton_cuda.py (the interpreter tests at GPU sizes, fp32/bf16/fp16)  -> tests.log
+#   (b) speed table vs transformers eager, FlashDeBERTa, DisentangledFlash (mdeberta-v3-base, bf16)
+#   (c) 200 training steps in fp16 (loss scaling) and bf16, NaNs counted
+#   (d) pretraining tokens/s of the tiny, xsmall and base presets
+#       (b-d: benchmarks/gpu/gpu_bench.py -> results.jsonl, table.md)
+# The device image has torch, triton and transformers (KINDS.md); the two competitors travel as wheels.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+
+if [ "${1:-}" = "prepare" ]; then
+    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+    python3 -m pip download -q --no-deps --only-binary=:all: -d .whl flashdeberta==0.0.8 disentangled-flash==1.1.1
+    ls -la .whl
+    exit 0
+fi
+
+OUT=${1:?usage: run.sh OUT [--dry-run] | run.sh prepare}
+DRY=${2:-}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD/src:${PYTHONPATH:-}"
+if [ -d .whl ] && ls .whl/*.whl > /dev/null 2>&1 && [ "$DRY" != "--dry-run" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+  python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())"
+} > "$OUT/machine.txt" 2>&1
+
+start=$(date +%s)
+if [ "$DRY" = "--dry-run" ]; then
+    # On CPU the CUDA tests skip; the interpreter tests are what runs there.
+    timeout 120 python3 -m pytest -q -x tests/kernels/test_triton_cuda.py > "$OUT/tests.log" 2>&1
+    echo "tests: exit $?" >> "$OUT/parts.txt"
+    timeout 300 python3 benchmarks/gpu/gpu_bench.py --out "$OUT" --dry-run > "$OUT/bench.log" 2>&1
+    echo "bench: exit $?" >> "$OUT/parts.txt"
+else
+    timeout 120 python3 -m pytest -q -x tests/kernels/test_triton_cuda.py > "$OUT/tests.log" 2>&1
+    echo "tests: exit $?" >> "$OUT/parts.txt"
+    timeout 210 python3 benchmarks/gpu/gpu_bench.py --out "$OUT" --parts table > "$OUT/bench_table.log" 2>&1
+    echo "table: exit $?" >> "$OUT/parts.txt"
+    timeout 60 python3 benchmarks/gpu/gpu_bench.py --out "$OUT" --parts stability > "$OUT/bench_stability.log" 2>&1
+    echo "stability: exit $?" >> "$OUT/parts.txt"
+    timeout 60 python3 benchmarks/gpu/gpu_bench.py --out "$OUT" --parts pretraining > "$OUT/bench_pretraining.log" 2>&1
+    echo "pretraining: exit $?" >> "$OUT/parts.txt"
+fi
+echo "total: $(( $(date +%s) - start )) s" >> "$OUT/parts.txt"
+cat "$OUT/parts.txt"
+tail -n 3 "$OUT/tests.log"
+[ -f "$OUT/table.md" ] && cat "$OUT/table.md"
+exit 0
