@@ -363,6 +363,95 @@ def update_benchmarks_md(path: Path, body: str, section: str = SECTION) -> None:
     atomic_write_text(path, text)
 
 
+# --------------------------------------------------------------------------- serving: PyTorch vs ONNX Runtime
+SERVING_SECTION = "## Serving on CPU (ONNX Runtime)"
+SERVING_IMPLS = ("ours fp32", "ours bf16", "onnxruntime fp32", "onnxruntime int8", "transformers fp32")
+
+
+def run_serving(args: argparse.Namespace, log) -> int:
+    """Inference tokens/s and peak memory of ours in PyTorch fp32 / bf16, ONNX Runtime fp32 / int8 (the model
+    exported by ``mdeberta export-onnx`` with the same random weights) and transformers fp32, alternating, per
+    shape; with ``--agreement-model`` (a fine-tuned NLI folder) and ``--agreement-file``, int8 vs fp32 argmax
+    agreement and accuracy on that file."""
+    import tempfile
+
+    from mdeberta.serving import INT8_FILE, ONNX_FILE, OnnxModel, export_onnx
+
+    threads = torch.get_num_threads()
+    cfg = preset(args.preset, num_labels=3)
+    ours, theirs = build_models(cfg)
+    tmp = Path(tempfile.mkdtemp(prefix="mdeberta-bench-onnx-"))
+    src = tmp / "src"
+    ours.save_pretrained(src)
+    start = time.perf_counter()
+    export_onnx(src, tmp / "onnx", int8=True, require_tokenizer=False)
+    log(f"exported {args.preset} to ONNX (+ int8) in {time.perf_counter() - start:.0f} s")
+    sessions = {"onnxruntime fp32": OnnxModel(tmp / "onnx", ONNX_FILE, threads=threads),
+                "onnxruntime int8": OnnxModel(tmp / "onnx", INT8_FILE, threads=threads)}
+    ours_bf16 = copy.deepcopy(ours).to(torch.bfloat16)
+    models = {"ours fp32": ours, "ours bf16": ours_bf16, **sessions, "transformers fp32": theirs}
+    rows = []
+    for batch, length in parse_shapes(args.shapes or DEFAULT_SHAPES):
+        ids, mask, _ = make_batch(cfg, batch, length)
+
+        def step(name: str, ids: torch.Tensor = ids, mask: torch.Tensor = mask):
+            def go():
+                with torch.inference_mode():
+                    return models[name](input_ids=ids, attention_mask=mask).logits.float()
+            return go
+
+        steps = {name: step(name) for name in models}
+        reference = steps["transformers fp32"]()
+        diffs = {name: float((fn() - reference).abs().max()) for name, fn in steps.items()}  # also the warm-up
+        times: dict[str, list[float]] = {name: [] for name in models}
+        for r in range(args.repeats):
+            order = list(models)[r % len(models):] + list(models)[:r % len(models)]
+            for name in order:
+                times[name].append(timed(steps[name]))
+        peaks = {name: peak_memory(fn) / 2**20 for name, fn in steps.items()}
+        tok = {name: batch * length / statistics.median(v) for name, v in times.items()}
+        rows.append({"batch": batch, "length": length, "tokens_per_s": tok, "peak_mb": peaks, "max_abs_diff": diffs,
+                     "loadavg": os.getloadavg()[0]})
+        log(f"{batch}x{length}: " + ", ".join(f"{k} {v:.0f} tok/s" for k, v in tok.items()))
+    agreement = None
+    if args.agreement_model:
+        if not args.agreement_file:
+            raise SystemExit("--agreement-model needs --agreement-file (an NLI file, e.g. XNLI English dev)")
+        report = export_onnx(args.agreement_model, tmp / "finetuned", int8=True, check_file=args.agreement_file,
+                             check_examples=args.agreement_examples)
+        agreement = report.int8
+    info = machine_info()
+    lines = [f"Command: `mdeberta bench --serving {' '.join(sys.argv[3:]) if len(sys.argv) > 3 else ''}`".strip(), "",
+             f"Machine: {info['cpu']}, {info['cores']} cores, {threads} threads for torch and ONNX Runtime, torch "
+             f"{info['torch']}; preset `{args.preset}` (random weights, sequence classification), median of "
+             f"{args.repeats} alternating runs; max |logit diff| against transformers fp32 in brackets.", "",
+             "| batch x len | " + " | ".join(SERVING_IMPLS) + " | int8 / transformers fp32 | load avg |",
+             "|" + "---|" * (len(SERVING_IMPLS) + 3)]
+    for r in rows:
+        cells = [f"{r['tokens_per_s'][n]:.0f} tok/s, {r['peak_mb'][n]:.0f} MB [{r['max_abs_diff'][n]:.0e}]"
+                 for n in SERVING_IMPLS]
+        ratio = r["tokens_per_s"]["onnxruntime int8"] / r["tokens_per_s"]["transformers fp32"]
+        lines.append(f"| {r['batch']}x{r['length']} | " + " | ".join(cells) + f" | **{ratio:.2f}x** | "
+                     f"{r['loadavg']:.2f} |")
+    if agreement:
+        lines += ["", f"int8 vs fp32 on the first {agreement['examples']} pairs of `{agreement['check_file']}` "
+                  f"(fine-tuned `{args.agreement_model}`): argmax agreement {agreement['argmax_agreement']:.1f}%, "
+                  f"accuracy fp32 {agreement['accuracy_fp32']:.1f}% / int8 {agreement['accuracy_int8']:.1f}%."]
+    body = "\n".join(lines) + "\n"
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_serving.md").write_text(body)
+    (out / "bench_serving.json").write_text(json.dumps({"machine": info, "rows": rows, "agreement": agreement},
+                                                       indent=2))
+    print(body)
+    if args.update_benchmarks_md:
+        update_benchmarks_md(Path(args.update_benchmarks_md), body, SERVING_SECTION)
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 # --------------------------------------------------------------------------- entry points
 def parse_shapes(text: str) -> list[tuple[int, int]]:
     shapes = []
@@ -381,6 +470,11 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         print("mdeberta bench needs transformers (pip install transformers) to compare against", file=sys.stderr)
         return 2
+    if args.serving:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return run_serving(args, (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.quiet
+                           else (lambda msg: None))
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is visible to torch (torch.cuda.is_available() is False)")
@@ -470,6 +564,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--notes-prefix", default="", help=argparse.SUPPRESS)
     p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--serving", action="store_true",
+                   help="inference: ours fp32/bf16, ONNX Runtime fp32/int8 and transformers fp32 (needs onnxruntime)")
+    p.add_argument("--agreement-model", default=None, help="--serving: fine-tuned NLI folder for int8 agreement")
+    p.add_argument("--agreement-file", default=None, help="--serving: NLI file for --agreement-model")
+    p.add_argument("--agreement-examples", type=int, default=2490, help="--serving: pairs of --agreement-file")
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:

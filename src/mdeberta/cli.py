@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "mdeberta.recipes.predict",
     "mdeberta.recipes.compare",
     "mdeberta.recipes.probe",
+    "mdeberta.recipes.export_onnx",
     "mdeberta.bench",
 )
 

@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,13 +63,28 @@ def load_classifier(
     model_path: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[Any, Any]:
-    """(model in eval mode on ``device``, tokenizer) from a fine-tuned folder or hub id.
+    """(model in eval mode on ``device``, tokenizer) from a fine-tuned folder, hub id or exported ONNX folder.
 
-    A checkpoint without a trained classification head would predict noise; that is an error here.
+    A checkpoint without a trained classification head would predict noise; that is an error here. An exported
+    ONNX folder (``mdeberta export-onnx``) runs in ONNX Runtime on the CPU; name a file in it
+    (``out/onnx/model_int8.onnx``) to run that one.
     """
     from mdeberta.model import DebertaForSequenceClassification
+    from mdeberta.serving import OnnxModel, is_onnx_folder
     from mdeberta.tokenizer import DebertaTokenizer
 
+    file = None
+    if str(model_path).endswith(".onnx") and is_onnx_folder(Path(model_path).parent):
+        model_path, file = Path(model_path).parent, Path(model_path).name
+    if is_onnx_folder(model_path):
+        onnx_model = OnnxModel(model_path, file=file)
+        if onnx_model.head != "sequence-classification":
+            raise ValueError(f"{model_path} is an exported {onnx_model.head} model; classification needs a "
+                             "sequence-classification export")
+        tokenizer_dir = tokenizer_path or model_path
+        if not (Path(tokenizer_dir) / "spm.model").is_file():
+            raise ValueError(f"{tokenizer_dir} has no tokenizer files (spm.model): pass --tokenizer or re-export")
+        return onnx_model, DebertaTokenizer.from_pretrained(tokenizer_dir)
     model = DebertaForSequenceClassification.from_pretrained(model_path)
     missing = [k for k in getattr(model, "loading_info", {}).get("missing", []) if k.startswith("classifier")]
     if missing:
@@ -96,7 +112,7 @@ def predict_logits(
         return torch.zeros((0, model.config.num_labels))
     features = encode_examples(tokenizer, examples, max_length)
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-    device = next(model.parameters()).device
+    device = model.device if hasattr(model, "device") else next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = torch.empty((len(features), model.config.num_labels))

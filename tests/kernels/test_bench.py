@@ -107,3 +107,17 @@ def test_gpu_section_is_separate_from_the_cpu_one(tmp_path):
     text = path.read_text()
     assert "## Model speed (CPU)\n\nnew cpu table" in text and "## Model speed (GPU)\n\ngpu table" in text
     assert "cpu table\n" not in text.replace("new cpu table", "")
+
+
+def test_serving_bench_compares_five_implementations(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "res"
+    md = tmp_path / "BENCHMARKS.md"
+    rc = bench.main(["--serving", "--preset", "deberta-v3-micro", "--shapes", "2x16", "--repeats", "1",
+                     "--output-dir", str(out), "--update-benchmarks-md", str(md), "--quiet", "--threads", "1"])
+    assert rc == 0
+    row = json.loads((out / "bench_serving.json").read_text())["rows"][0]
+    assert set(row["tokens_per_s"]) == set(bench.SERVING_IMPLS)
+    assert row["max_abs_diff"]["onnxruntime fp32"] < 1e-4 and row["max_abs_diff"]["ours fp32"] < 1e-4
+    assert "## Serving on CPU (ONNX Runtime)" in md.read_text() and "int8 / transformers fp32" in md.read_text()

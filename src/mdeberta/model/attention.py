@@ -59,6 +59,24 @@ def make_log_bucket_position(relative_pos: torch.Tensor, bucket_size: int, max_p
     return torch.where(abs_pos <= mid, relative_pos.type_as(log_pos), log_pos * sign)
 
 
+def is_tracing() -> bool:
+    """True while torch.compile, torch.jit.trace or the ONNX exporter records the model: no host syncs, no Python
+    caches keyed by shapes (a traced length must stay symbolic)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def traced_relative_position_slots(length: torch.Tensor | int, config: DebertaConfig,
+                                   device: torch.device) -> torch.Tensor:
+    """δ(i, j) from tensor ops on ``arange(length)``, without the cache: what a traced (exported) graph computes, so
+    that its length stays a dynamic dimension. Same values as :func:`relative_position_slots`."""
+    ids = torch.arange(length, device=device)
+    rel = ids[:, None] - ids[None, :]
+    if config.position_buckets > 0 and config.max_relative_distance > 0:
+        rel = make_log_bucket_position(rel, config.position_buckets, config.max_relative_distance).to(torch.long)
+    span = config.relative_span
+    return torch.clamp(rel + span, 0, 2 * span - 1)
+
+
 # Slot tables per (query_size, key_size, span, buckets, max_position). A plain dict rather than lru_cache: under
 # torch.compile a hit is a constant graph input, a miss is built by an opaque (compiler-disabled) function.
 _SLOT_CACHE: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -242,7 +260,7 @@ class DisentangledSelfAttention(nn.Module):
         in-place write), dtype and the autocast state, so changed weights miss the cache; the entry keeps its
         inputs alive so an address cannot be reused by another tensor. Training mode clears the cache.
         """
-        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        if self.training or torch.is_grad_enabled() or is_tracing():
             if self._pos_cache:
                 self._pos_cache.clear()
             return self._position_projections(rel_embeddings)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mdeberta.config import DebertaConfig
-from mdeberta.model.attention import get_attention_backend
+from mdeberta.model.attention import get_attention_backend, is_tracing
 from mdeberta.model.layers import DebertaEmbeddings, DebertaEncoder, init_weights, padding_mask_2d
 from mdeberta.model.outputs import BaseModelOutput
 
@@ -114,8 +114,8 @@ class DebertaModel(DebertaPreTrainedModel):
         shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
         if len(shape) != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(shape)}")
-        # Value checks read tensors on the host: skipped while torch.compile traces (no graph break).
-        if torch.compiler.is_compiling():
+        # Value checks read tensors on the host: skipped while torch.compile / an exporter traces.
+        if is_tracing():
             return shape[0], shape[1]
         if input_ids is not None and input_ids.numel():
             low, high = int(input_ids.min()), int(input_ids.max())

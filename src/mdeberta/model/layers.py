@@ -14,8 +14,10 @@ from mdeberta.config import DebertaConfig
 from mdeberta.model.attention import (
     DisentangledSelfAttention,
     compact_relative_position_slots,
+    is_tracing,
     relative_position_slots,
     tensor_state,
+    traced_relative_position_slots,
 )
 
 ACTIVATIONS = {
@@ -203,7 +205,11 @@ class DebertaEncoder(nn.Module):
         return self.LayerNorm(table) if self.norm_rel_ebd else table
 
     def relative_slots(self, length: int, device: torch.device) -> torch.Tensor | None:
-        return relative_position_slots(length, length, self.config, device) if self.relative_attention else None
+        if not self.relative_attention:
+            return None
+        if is_tracing() and not torch.compiler.is_compiling():  # an exported graph keeps the length dynamic
+            return traced_relative_position_slots(length, self.config, device)
+        return relative_position_slots(length, length, self.config, device)
 
     def relative_inputs(self, length: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(slots, rel_embeddings) restricted to the relative rows this length uses (compact_relative_position_slots).
@@ -213,6 +219,8 @@ class DebertaEncoder(nn.Module):
         """
         if not self.relative_attention:
             return None, None
+        if is_tracing() and not torch.compiler.is_compiling():  # the whole table, slots from the traced length
+            return traced_relative_position_slots(length, self.config, device), self.get_rel_embedding()
         rows, slots = compact_relative_position_slots(length, length, self.config, device)
         if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
             self._rel_cache.clear()

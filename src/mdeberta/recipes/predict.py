@@ -117,7 +117,8 @@ def cmd_zero_shot(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="fine-tuned NLI model folder or hub id")
+    p.add_argument("--model", required=True,
+                   help="fine-tuned NLI model folder, hub id, or `mdeberta export-onnx` folder (or a .onnx file in it)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
     p.add_argument("--output", default="-", help="JSON lines output file ('-' = stdout)")
     p.add_argument("--batch-size", type=int, default=32)

@@ -1,0 +1,310 @@
+"""Serving on CPUs: ONNX export with a parity check, ONNX Runtime inference, dynamic int8 quantization.
+
+transformers 5 no longer exports ONNX, and optimum's DeBERTa-v3 export is broken (its XSoftmax symbolic). Our
+model exports as it is: the graph is traced with the reference attention backend (MatMul, GatherElements,
+Softmax), and while tracing the relative-position table is computed from the traced length
+(``traced_relative_position_slots``) instead of the per-length cache, so batch size and sequence length stay
+dynamic, beyond 512 too. Every head is supported; models over 2 GB are written with external data files.
+
+An exported folder holds ``model.onnx`` (and ``model_int8.onnx`` with ``--int8``), ``config.json``, the tokenizer
+files and ``onnx_export.json`` (head, inputs, outputs, opset, the parity check's numbers). It is written to a
+temporary folder and renamed into place only after ONNX Runtime reproduced PyTorch on random padded inputs, so a
+failed export never leaves a folder behind. :class:`OnnxModel` runs it with the interface the inference code
+uses (``model(input_ids=..., attention_mask=...).logits``, ``.config``), so ``load_classifier``,
+``ZeroShotClassifier``, ``mdeberta predict`` and ``mdeberta zero-shot`` take an exported folder like a PyTorch one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mdeberta.checkpoint import CheckpointError, atomic_write_text, load_state_dict, resolve_model_dir
+from mdeberta.config import DebertaConfig
+
+logger = logging.getLogger("mdeberta.serving")
+
+EXPORT_INFO = "onnx_export.json"
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model_int8.onnx"
+TOKENIZER_FILES = ("spm.model", "tokenizer_config.json", "special_tokens_map.json")
+# Output names per head (the exported graph returns them in this order).
+HEAD_OUTPUTS = {
+    "base": ("last_hidden_state",),
+    "mlm": ("logits",),
+    "sequence-classification": ("logits",),
+    "token-classification": ("logits",),
+    "question-answering": ("start_logits", "end_logits"),
+    "multiple-choice": ("logits",),
+}
+UNSUPPORTED_HEADS = {"rtd": "the replaced-token-detection head is for pretraining; export the backbone "
+                            "(--head base) or a fine-tuned model"}
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported, or ONNX Runtime does not reproduce it; nothing was written."""
+
+
+def _require_onnx() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise ExportError("ONNX export and inference need onnx and onnxruntime: pip install 'mdeberta[onnx]'") from e
+    return onnx, onnxruntime
+
+
+# --------------------------------------------------------------------------- export
+class _Exportable(torch.nn.Module):
+    """The model with tensor inputs and a tuple of tensor outputs, what the tracer needs."""
+
+    def __init__(self, model: torch.nn.Module, head: str) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return tuple(getattr(out, name) for name in HEAD_OUTPUTS[self.head])
+
+
+def load_for_export(src: str | os.PathLike, head: str = "auto") -> tuple[torch.nn.Module, str, Path]:
+    """(model in eval mode, head name, source folder) for any checkpoint ``mdeberta convert`` reads."""
+    from mdeberta.commands import HEADS, detect_head
+    from mdeberta.model import DebertaForMaskedLM
+
+    try:
+        folder = Path(resolve_model_dir(src))
+    except Exception as e:
+        raise ExportError(f"{src}: not a model folder or hub id ({e})") from e
+    if not (folder / "config.json").is_file():
+        raise ExportError(f"{src}: no config.json, not a model folder")
+    config = DebertaConfig.from_json_file(folder / "config.json")
+    try:
+        state, _ = load_state_dict(folder)
+    except CheckpointError as e:
+        raise ExportError(f"{src}: {e}") from e
+    if head == "auto":
+        cls = detect_head(config, set(state))
+        head = next(name for name, c in HEADS.items() if c is cls)
+    if head in UNSUPPORTED_HEADS:
+        raise ExportError(f"{src}: head {head!r} cannot be exported: {UNSUPPORTED_HEADS[head]}")
+    if head not in HEAD_OUTPUTS:
+        raise ExportError(f"unknown head {head!r}; allowed: auto, {', '.join(HEAD_OUTPUTS)}")
+    cls = HEADS[head]
+    if cls is DebertaForMaskedLM and any(k.startswith("lm_predictions.") for k in state):
+        config = config.replace(legacy=False)
+    from mdeberta.checkpoint import load_into
+
+    model = cls(config)
+    load_into(model, state, str(folder))
+    return model.eval(), head, folder
+
+
+def _random_inputs(config: DebertaConfig, head: str, batch: int, length: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shape = (batch, 2, length) if head == "multiple-choice" else (batch, length)
+    ids = torch.randint(4, max(5, min(config.vocab_size, 30000)), shape, generator=g)
+    mask = torch.ones_like(ids)
+    if batch > 1:  # padded rows, as real batches have
+        mask[1, ..., max(1, length // 2):] = 0
+        ids[1, ..., max(1, length // 2):] = config.pad_token_id
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def parity_check(model: torch.nn.Module, head: str, session: Any, lengths: Sequence[int] = (7, 64, 300, 600),
+                 batch: int = 3) -> float:
+    """Max |ONNX Runtime - PyTorch| over every output on random padded batches of several lengths."""
+    worst = 0.0
+    for i, length in enumerate(lengths):
+        inputs = _random_inputs(model.config, head, batch, length, seed=i)
+        with torch.no_grad():
+            expected = _Exportable(model, head)(**inputs)
+        got = session.run(None, {k: v.numpy() for k, v in inputs.items()})
+        for want, have in zip(expected, got):  # padded positions too: both follow the reference there
+            worst = max(worst, float((torch.from_numpy(have) - want.float()).abs().max()))
+    return worst
+
+
+@dataclass
+class ExportReport:
+    folder: Path
+    head: str
+    max_abs_diff: float
+    seconds: float
+    int8: dict[str, Any] | None = None
+
+
+def export_onnx(src: str | os.PathLike, dst: str | os.PathLike, head: str = "auto", opset: int = 17,
+                tolerance: float = 1e-4, int8: bool = False, check_file: str | os.PathLike | None = None,
+                check_examples: int = 500, max_length: int = 256, require_tokenizer: bool = True) -> ExportReport:
+    """Export ``src`` to the ONNX folder ``dst`` (see the module docstring); raises :class:`ExportError`.
+    ``require_tokenizer=False`` allows a folder without tokenizer files (speed measurements only)."""
+    onnx, ort = _require_onnx()
+    start = time.perf_counter()
+    if opset < 17:
+        raise ExportError(f"--opset {opset}: at least 17 (LayerNormalization)")
+    dst = Path(dst)
+    model, head, folder = load_for_export(src, head)
+    missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
+    if "spm.model" in missing and require_tokenizer:
+        raise ExportError(f"{folder} has no tokenizer (missing {missing}): the exported folder must be "
+                          "self-contained; save the tokenizer next to the model first")
+    if check_file is not None and head != "sequence-classification":
+        raise ExportError("--check-file scores an NLI file: it needs a sequence-classification model")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        model.set_attention_backend("reference")
+        example = _random_inputs(model.config, head, 2, 16, seed=0)
+        dims = {0: "batch", 1: "choices", 2: "sequence"} if head == "multiple-choice" else {0: "batch", 1: "sequence"}
+        outputs = HEAD_OUTPUTS[head]
+        out_dims = {name: ({0: "batch"} if head in ("sequence-classification", "multiple-choice")
+                           else {0: "batch", 1: "sequence"}) for name in outputs}
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+            torch.onnx.export(_Exportable(model, head).eval(), (example["input_ids"], example["attention_mask"]),
+                              str(tmp / ONNX_FILE), input_names=["input_ids", "attention_mask"],
+                              output_names=list(outputs), dynamic_axes={"input_ids": dims, "attention_mask": dims,
+                                                                        **out_dims},
+                              opset_version=opset, dynamo=False)
+        model.set_attention_backend("auto")  # the check compares with what PyTorch users run
+        onnx.checker.check_model(str(tmp / ONNX_FILE))
+        session = ort.InferenceSession(str(tmp / ONNX_FILE), providers=["CPUExecutionProvider"])
+        worst = parity_check(model, head, session)
+        if not worst <= tolerance:
+            raise ExportError(f"ONNX Runtime differs from PyTorch by {worst:.3g} (> {tolerance:g}) on random padded "
+                              "inputs; nothing was written")
+        model.config.save_pretrained(tmp)
+        for name in TOKENIZER_FILES:
+            if (folder / name).is_file():
+                shutil.copyfile(folder / name, tmp / name)
+        info: dict[str, Any] = {"format": "mdeberta-onnx-v1", "head": head, "opset": opset, "file": ONNX_FILE,
+                                "inputs": ["input_ids", "attention_mask"], "outputs": list(outputs),
+                                "source": str(src), "max_abs_diff": worst, "tolerance": tolerance}
+        atomic_write_text(tmp / EXPORT_INFO, json.dumps(info, indent=2) + "\n")
+        int8_report = None
+        if int8:
+            int8_report = quantize_int8(tmp, head, check_file, check_examples, max_length)
+            info["int8"] = {"file": INT8_FILE, **int8_report}
+            atomic_write_text(tmp / EXPORT_INFO, json.dumps(info, indent=2) + "\n")
+        if dst.exists():
+            old = dst.with_name(f".{dst.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            dst.rename(old)
+            tmp.rename(dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportReport(dst, head, worst, time.perf_counter() - start, int8_report)
+
+
+def quantize_int8(folder: Path, head: str, check_file: str | os.PathLike | None = None,
+                  check_examples: int = 500, max_length: int = 256) -> dict[str, Any]:
+    """Dynamic int8 quantization of the linear layers (MatMul / Gemm weights); with an NLI ``check_file``, the
+    argmax agreement with fp32 and both accuracies on its first ``check_examples`` pairs."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # onnxruntime logs one INFO line per tensor on the root logger
+    try:
+        quantize_dynamic(str(folder / ONNX_FILE), str(folder / INT8_FILE), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        root.setLevel(level)
+    report: dict[str, Any] = {"weight_type": "int8", "ops": ["MatMul", "Gemm"]}
+    if check_file is None:
+        return report
+    from mdeberta.data.nli import read_nli_file
+    from mdeberta.inference import nli_output_order, predict_logits
+    from mdeberta.tokenizer import DebertaTokenizer
+
+    examples = read_nli_file(check_file)[:check_examples]
+    tokenizer = DebertaTokenizer.from_pretrained(folder)
+    preds = {}
+    for name in (ONNX_FILE, INT8_FILE):
+        model = OnnxModel(folder, file=name)
+        order = nli_output_order(model.config)
+        preds[name] = predict_logits(model, tokenizer, examples, max_length=max_length)[:, order].argmax(-1)
+    gold = torch.tensor([ex.label for ex in examples])
+    agree = float((preds[ONNX_FILE] == preds[INT8_FILE]).float().mean())
+    acc = {name: 100.0 * float((p == gold).float().mean()) for name, p in preds.items()}
+    report.update(check_file=str(check_file), examples=len(examples), argmax_agreement=100.0 * agree,
+                  accuracy_fp32=acc[ONNX_FILE], accuracy_int8=acc[INT8_FILE],
+                  accuracy_difference=acc[INT8_FILE] - acc[ONNX_FILE])
+    return report
+
+
+# --------------------------------------------------------------------------- inference
+@dataclass
+class OnnxOutput:
+    logits: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+    start_logits: torch.Tensor | None = None
+    end_logits: torch.Tensor | None = None
+
+
+def is_onnx_folder(path: str | os.PathLike) -> bool:
+    return (Path(path) / EXPORT_INFO).is_file()
+
+
+class OnnxModel:
+    """An exported folder run by ONNX Runtime, with the call interface of our PyTorch models."""
+
+    training = False
+
+    def __init__(self, folder: str | os.PathLike, file: str | None = None, threads: int | None = None,
+                 providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+        _, ort = _require_onnx()
+        folder = Path(folder)
+        if not is_onnx_folder(folder):
+            raise ExportError(f"{folder}: not an exported ONNX folder (no {EXPORT_INFO}; `mdeberta export-onnx`)")
+        self.info = json.loads((folder / EXPORT_INFO).read_text())
+        self.folder, self.file = folder, file or self.info.get("file", ONNX_FILE)
+        if not (folder / self.file).is_file():
+            raise ExportError(f"{folder}: {self.file} is missing")
+        self.config = DebertaConfig.from_json_file(folder / "config.json")
+        self.head = self.info["head"]
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(folder / self.file), options, providers=list(providers))
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def eval(self) -> OnnxModel:
+        return self
+
+    def train(self, mode: bool = True) -> OnnxModel:
+        if mode:
+            raise ExportError("an ONNX model is for inference; fine-tune the PyTorch checkpoint")
+        return self
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> OnnxOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        feeds = {"input_ids": input_ids.to(torch.int64).cpu().numpy(),
+                 "attention_mask": attention_mask.to(torch.int64).cpu().numpy()}
+        values = self.session.run(None, feeds)
+        return OnnxOutput(**{name: torch.from_numpy(v) for name, v in zip(self.info["outputs"], values)})
+
+
+__all__ = ["ExportError", "ExportReport", "OnnxModel", "export_onnx", "is_onnx_folder", "parity_check",
+           "quantize_int8"]
