@@ -445,3 +445,133 @@ def test_cli_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert args.func(args) == 2
     assert "nope.txt" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ offsets, words, windows
+HARD_CASES = [
+    "  Ｈｅｌｌｏ，  ｗｏｒｌｄ！ full-width  ",  # NFKC: full-width forms, runs of spaces
+    "zero\u200bwidth\u200b space and no\u00a0break",  # characters spm drops or folds
+    "№ 5 … ² ³ ½ ﬁ ligature",  # compatibility characters that expand or change
+    "Café déjà vu — naïve coöperation",  # precomposed accents
+    "e\u0301 combining accent, 🙂 emoji 👍🏽 and 中文，标点。",
+    "tabs\tand\nnewlines\r\nin text",
+    "special [MASK] tokens [SEP] inside [CLS]",
+    "",
+    "   ",
+]
+
+
+def check_spans(tok: DebertaTokenizer, sp: spm.SentencePieceProcessor, text: str) -> None:
+    enc = tok(text, return_offsets_mapping=True, add_special_tokens=False)
+    assert enc["input_ids"] == tok(text, add_special_tokens=False)["input_ids"]  # ids never change
+    # Pieces made from one character (№ -> "N" "o") share its span: compare span by span.
+    groups: list[tuple[tuple[int, int], list[str]]] = []
+    for token, span in zip(tok.convert_ids_to_tokens(enc["input_ids"]), enc["offset_mapping"]):
+        if groups and groups[-1][0] == tuple(span) and span[1] > span[0]:
+            groups[-1][1].append(token)
+        else:
+            groups.append((tuple(span), [token]))
+    previous = 0
+    for (start, end), tokens in groups:
+        assert 0 <= start <= end <= len(text) and start >= previous, (text, tokens, start, end)
+        # Between two pieces only whitespace or characters spm drops (zero-width, controls).
+        assert sp.normalize(text[previous:start]).strip("\u2581") == "", (text, tokens, text[previous:start])
+        surface = text[start:end]
+        if "[UNK]" in tokens:  # a character outside the vocabulary: its own text
+            assert surface.strip(), (text, tokens)
+        elif tokens[0] in tok.special_tokens.values():  # a special token written in the text
+            assert surface == tokens[0]
+        else:
+            pieces = "".join(tokens).replace("\u2581", "")
+            assert sp.normalize(surface).replace("\u2581", "") == pieces, (text, tokens, surface)
+        previous = end
+    assert sp.normalize(text[previous:]).strip("\u2581") == ""  # nothing after the last piece
+
+
+@pytest.mark.parametrize("text", HARD_CASES)
+def test_offsets_cover_exactly_the_text_of_each_piece(tok, sp, text):
+    check_spans(tok, sp, text)
+
+
+def test_offsets_on_xnli_sentences_of_every_language(tok, sp):
+    for lang in XNLI_LANGS:
+        for premise, hypothesis in xnli_pairs(lang, n=100):
+            check_spans(tok, sp, premise)
+            check_spans(tok, sp, hypothesis)
+
+
+def test_offsets_through_lowercasing_and_punctuation_splitting(trained_dir):
+    for options in ({"do_lower_case": True}, {"split_by_punct": True}):
+        other = DebertaTokenizer.from_pretrained(trained_dir, **options)
+        text = "İstanbul ÉCOLE, Straße! Hello-world."
+        enc = other(text, return_offsets_mapping=True, add_special_tokens=False)
+        assert enc["input_ids"] == other(text, add_special_tokens=False)["input_ids"]
+        spans = enc["offset_mapping"]
+        assert all(0 <= s <= e <= len(text) for s, e in spans)
+        assert [s for s, _ in spans] == sorted(s for s, _ in spans)
+        unique = [span for k, span in enumerate(spans) if k == 0 or span != spans[k - 1]]  # İ -> i̇: 2 pieces
+        joined = "".join(text[s:e] for s, e in unique)
+        assert joined.replace(" ", "") == text.replace(" ", "")  # every character of the text, in order, once
+
+
+def test_pairs_special_tokens_and_sequence_ids(tok):
+    enc = tok("A cat sleeps.", "Ｔｈｅ dog barks.", return_offsets_mapping=True)
+    seqs = enc.sequence_ids()
+    assert seqs[0] is None and seqs[-1] is None and set(seqs) == {None, 0, 1}
+    texts = {0: "A cat sleeps.", 1: "Ｔｈｅ dog barks."}
+    for (start, end), seq in zip(enc["offset_mapping"], seqs):
+        if seq is None:
+            assert (start, end) == (0, 0)
+        else:
+            assert texts[seq][start:end] or start == end  # a span in its own sequence's text
+            assert end <= len(texts[seq])
+    assert enc["input_ids"] == tok("A cat sleeps.", "Ｔｈｅ dog barks.")["input_ids"]
+    batch = tok(["one", "two words here"], padding=True, return_offsets_mapping=True, return_tensors="pt")
+    assert batch["offset_mapping"].shape == (*batch["input_ids"].shape, 2)
+    assert batch["offset_mapping"][0][batch["attention_mask"][0] == 0].eq(0).all()
+
+
+def test_split_into_words_and_word_ids(tok):
+    words = ["Angela", "Merkel", "visited", "Ｐａｒｉｓ", "."]
+    enc = tok(words, is_split_into_words=True, return_offsets_mapping=True)
+    word_ids = enc.word_ids()
+    assert word_ids[0] is None and word_ids[-1] is None
+    expected = [None] + [k for k, w in enumerate(words) for _ in tok(w, add_special_tokens=False)["input_ids"]] + [
+        None]
+    assert word_ids == expected
+    assert enc["input_ids"][1:-1] == [i for w in words for i in tok(w, add_special_tokens=False)["input_ids"]]
+    for k, (start, end) in zip(word_ids, enc["offset_mapping"]):
+        if k is not None:
+            assert 0 <= start <= end <= len(words[k])  # spans inside each word (a lone "▁": empty)
+    batch = tok([["a", "b"], ["c"]], is_split_into_words=True, padding=True)
+    assert batch.word_ids(1)[:3] == [None, 0, None] and len(batch["input_ids"]) == 2
+    with pytest.raises(TypeError, match="list of words"):
+        tok([["a", 3]], is_split_into_words=True)
+
+
+def test_overflowing_windows_with_stride(tok):
+    question = "Who wrote it?"
+    context = " ".join(f"word{i}" for i in range(120))
+    full = tok(question, context, add_special_tokens=False, return_offsets_mapping=True)
+    context_ids = full["input_ids"][full.sequence_ids().index(1):]
+    enc = tok([question, "Short?"], [context, "tiny context"], truncation="only_second", max_length=48,
+              stride=10, return_overflowing_tokens=True, return_offsets_mapping=True)
+    mapping = enc["overflow_to_sample_mapping"]
+    assert mapping.count(0) > 2 and mapping.count(1) == 1 and mapping == sorted(mapping)
+    windows = [i for i, m in enumerate(mapping) if m == 0]
+    parts = []
+    for i in windows:
+        ids, seqs = enc["input_ids"][i], enc.sequence_ids(i)
+        assert len(ids) <= 48
+        body = [t for t, s in zip(ids, seqs) if s == 1]
+        spans = [sp for sp, s in zip(enc["offset_mapping"][i], seqs) if s == 1]
+        assert all(context[a:b] for a, b in spans if b > a)  # spans index into the context
+        parts.append(body)
+    for left, right in zip(parts, parts[1:]):
+        assert left[-10:] == right[:10]  # consecutive windows overlap by the stride
+    stitched = parts[0] + [t for p in parts[1:] for t in p[10:]]
+    assert stitched == context_ids  # and together cover the whole context, in order
+    with pytest.raises(ValueError, match="needs truncation"):
+        tok(question, context, return_overflowing_tokens=True)
+    with pytest.raises(ValueError, match="not more than stride"):
+        tok(question, context, truncation="only_second", max_length=20, stride=12, return_overflowing_tokens=True)

@@ -67,13 +67,32 @@ def split_on_punctuation(text: str) -> list[str]:
 
 
 class BatchEncoding(dict):
-    """A dict of model inputs that also allows attribute access (`enc.input_ids`), like transformers'."""
+    """A dict of model inputs that also allows attribute access (`enc.input_ids`), like transformers'.
+
+    ``word_ids(i)`` / ``sequence_ids(i)``: per token of row ``i``, the index of the word it belongs to (the word
+    list's index with ``is_split_into_words``, else a count of SentencePiece word starts) and of its sequence
+    (0 or 1); None for special and padding tokens.
+    """
+
+    def __init__(self, data: dict, word_ids: list | None = None, sequence_ids: list | None = None) -> None:
+        super().__init__(data)
+        self._word_ids, self._sequence_ids = word_ids, sequence_ids
 
     def __getattr__(self, name: str) -> Any:
         try:
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        if self._word_ids is None:
+            raise ValueError("word_ids() is only available for encodings made by DebertaTokenizer.__call__")
+        return self._word_ids[batch_index]
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        if self._sequence_ids is None:
+            raise ValueError("sequence_ids() is only available for encodings made by DebertaTokenizer.__call__")
+        return self._sequence_ids[batch_index]
 
 
 def _token_content(value: Any) -> str:
@@ -214,6 +233,85 @@ class DebertaTokenizer:
             for chunk in split_on_punctuation(part) if self.split_by_punct else (part,):
                 yield False, chunk
 
+    def _segments_with_offsets(self, text: str) -> Iterator[tuple[bool, str, list[int]]]:
+        """``_segments`` plus, per chunk, the index in ``text`` of each of its characters (and one past the last):
+        the chunks are stripped, lower-cased and split, so their positions are tracked through those steps."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        pos = 0
+        pieces: list[tuple[bool, int, int]] = []
+        for match in self._special_re.finditer(text):
+            pieces += [(False, pos, match.start()), (True, match.start(), match.end())]
+            pos = match.end()
+        pieces.append((False, pos, len(text)))
+        for k, (special, start, end) in enumerate(pieces):
+            if special:
+                yield True, text[start:end], list(range(start, end + 1))
+                continue
+            if k > 0:
+                while start < end and text[start].isspace():
+                    start += 1
+            if k < len(pieces) - 1:
+                while end > start and text[end - 1].isspace():
+                    end -= 1
+            if start == end:
+                continue
+            chars, where = [], []
+            for i in range(start, end):
+                low = text[i].lower() if self.do_lower_case else text[i]
+                chars.append(low)
+                where += [i] * len(low)  # lower() may lengthen a character (İ -> i̇)
+            part = "".join(chars)
+            offset = 0
+            for chunk in split_on_punctuation(part) if self.split_by_punct else (part,):
+                yield False, chunk, where[offset:offset + len(chunk)] + [
+                    where[offset + len(chunk) - 1] + 1]
+                offset += len(chunk)
+
+    def _encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """spm ids (exactly ``_encode_text``'s) and each piece's character span in ``text``.
+
+        spm reports where each piece came from in the bytes it was given, through its normalisation (NFKC,
+        whitespace collapsing): full-width letters, characters that become [UNK] and pieces that merge several
+        characters all map back to the original characters. A leading space (spm's "▁") is not part of a span;
+        a piece of whitespace alone keeps it.
+        """
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        for special, chunk, where in self._segments_with_offsets(text):
+            if special:
+                ids.append(self.convert_tokens_to_ids(chunk))
+                offsets.append((where[0], where[-1]))
+                continue
+            data = chunk.encode("utf-8")
+            byte_to_char = [0] * (len(data) + 1)
+            b = 0
+            for c, char in enumerate(chunk):
+                n = len(char.encode("utf-8"))
+                for j in range(n):
+                    byte_to_char[b + j] = c
+                b += n
+            byte_to_char[len(data)] = len(chunk)
+            pieces = list(self.sp.encode(chunk, out_type="proto").pieces)
+            spans = []
+            for piece in pieces:
+                begin, end = byte_to_char[piece.begin], byte_to_char[piece.end]
+                while begin < end and chunk[begin].isspace() and not chunk[begin:end].isspace():
+                    begin += 1
+                spans.append((begin, end))
+            # A character that normalises to several pieces (№ -> "N" "o", … -> "." "." ".", ﬁ -> "f" "i") is the
+            # surface of the last of them only: the others get its span too.
+            for k in range(len(pieces) - 2, -1, -1):
+                begin, end = spans[k]
+                if pieces[k].piece.strip("\u2581") and not chunk[begin:end].strip():
+                    nxt = spans[k + 1]
+                    if chunk[nxt[0]:nxt[1]].strip() and nxt[0] >= begin:
+                        spans[k] = nxt
+            for piece, (begin, end) in zip(pieces, spans):
+                ids.append(piece.id)
+                offsets.append((where[begin], where[end - 1] + 1) if end > begin else (where[begin], where[begin]))
+        return ids, offsets
+
     def tokenize(self, text: str) -> list[str]:
         """Pieces as the slow tokenizer returned them (unknown text keeps its surface form, like spm)."""
         return [
@@ -269,9 +367,38 @@ class DebertaTokenizer:
             )
         return a[:-n_remove], b
 
+    def _sequence(self, text: Any, split_words: bool, offsets: bool) -> tuple[list[int], list, list]:
+        """(ids, character spans, word ids) of one sequence. Split words are encoded one by one, each as a word
+        of its own (spm's "▁" in front), their spans relative to the word."""
+        if split_words:
+            if not isinstance(text, (list, tuple)) or not all(isinstance(w, str) for w in text):
+                raise TypeError("is_split_into_words=True takes a list of words (str) per sequence")
+            ids, spans, words = [], [], []
+            for k, word in enumerate(text):
+                w_ids, w_spans = self._encode_with_offsets(word)
+                ids += w_ids
+                spans += w_spans
+                words += [k] * len(w_ids)
+            return ids, spans, words
+        if not offsets:
+            ids = self._encode_text(text)
+            return ids, [(0, 0)] * len(ids), self._word_starts(ids)
+        ids, spans = self._encode_with_offsets(text)
+        return ids, spans, self._word_starts(ids)
+
+    def _word_starts(self, ids: list[int]) -> list[int]:
+        """Word index per piece: a new word at every piece that begins with "▁" (and at special tokens)."""
+        words, k = [], -1
+        for i in ids:
+            piece = self._id_to_token(i)
+            if k < 0 or piece.startswith("\u2581") or i in self.all_special_ids:
+                k += 1
+            words.append(k)
+        return words
+
     def __call__(
         self,
-        text: str | Sequence[str],
+        text: str | Sequence[str] | Sequence[Sequence[str]],
         text_pair: str | Sequence[str] | None = None,
         *,
         padding: bool | str = False,
@@ -281,19 +408,36 @@ class DebertaTokenizer:
         return_token_type_ids: bool = True,
         return_attention_mask: bool = True,
         add_special_tokens: bool = True,
+        return_offsets_mapping: bool = False,
+        is_split_into_words: bool = False,
+        return_overflowing_tokens: bool = False,
+        stride: int = 0,
     ) -> BatchEncoding:
-        """Encode one text (or pair) or a batch; lists of ids unless return_tensors='pt'."""
-        batched = isinstance(text, (list, tuple))
-        if not batched and not isinstance(text, str):
-            raise TypeError(f"text must be a str or a list of str, got {type(text).__name__}")
+        """Encode one text (or pair) or a batch; lists of ids unless return_tensors='pt'.
+
+        ``return_offsets_mapping``: each token's (start, end) character span in its own text ((0, 0) for special
+        and padding tokens). ``is_split_into_words``: the text is a list of words (a batch: a list of such lists);
+        ``word_ids()`` then maps tokens to words. ``return_overflowing_tokens`` with ``stride`` (and truncation
+        ``only_second`` for pairs, e.g. question + context): the truncated sequence is cut into windows of
+        ``max_length`` that overlap by ``stride`` tokens, each a row; ``overflow_to_sample_mapping`` gives each
+        row's example. Ids never change with these options.
+        """
+        if is_split_into_words:
+            batched = isinstance(text, (list, tuple)) and len(text) > 0 and isinstance(text[0], (list, tuple))
+        else:
+            batched = isinstance(text, (list, tuple))
+            if not batched and not isinstance(text, str):
+                raise TypeError(f"text must be a str or a list of str, got {type(text).__name__}")
         texts = list(text) if batched else [text]
         if text_pair is None:
-            pairs: list[str | None] = [None] * len(texts)
+            pairs: list[Any] = [None] * len(texts)
         elif batched != isinstance(text_pair, (list, tuple)) or (batched and len(text_pair) != len(texts)):
-            raise ValueError(
-                "text_pair must match text: a str for a str, a list of the same length for a list "
-                f"(got {type(text_pair).__name__} for {type(text).__name__})"
-            )
+            if not (is_split_into_words and not batched and isinstance(text_pair, (list, tuple))):
+                raise ValueError(
+                    "text_pair must match text: a str for a str, a list of the same length for a list "
+                    f"(got {type(text_pair).__name__} for {type(text).__name__})"
+                )
+            pairs = [text_pair]
         else:
             pairs = list(text_pair) if batched else [text_pair]
 
@@ -314,34 +458,41 @@ class DebertaTokenizer:
                     "truncation / padding='max_length' need max_length (this tokenizer has no "
                     "model_max_length)"
                 )
+        if return_overflowing_tokens and not trunc:
+            raise ValueError("return_overflowing_tokens needs truncation (and max_length)")
+        if stride < 0:
+            raise ValueError(f"stride must be >= 0, got {stride}")
 
-        rows: list[tuple[list[int], list[int]]] = []
-        for a_text, b_text in zip(texts, pairs):
-            a = self._encode_text(a_text)
-            b = None if b_text is None else self._encode_text(b_text)
+        # Each row: (ids, token types, spans, word ids, sequence ids, example index).
+        rows: list[tuple[list, list, list, list, list, int]] = []
+        for index, (a_text, b_text) in enumerate(zip(texts, pairs)):
+            a = self._sequence(a_text, is_split_into_words, return_offsets_mapping)
+            b = None if b_text is None else self._sequence(b_text, is_split_into_words, return_offsets_mapping)
             n_special = self.num_special_tokens_to_add(b is not None) if add_special_tokens else 0
-            if trunc:
-                if max_length < n_special:
-                    raise ValueError(
-                        f"max_length={max_length} is shorter than the {n_special} special tokens"
-                    )
-                a, b = self._truncate(a, b, len(a) + len(b or []) + n_special - max_length, trunc)
-            if add_special_tokens:
-                ids, types = (
-                    self.build_inputs_with_special_tokens(a, b),
-                    self.create_token_type_ids_from_sequences(a, b),
-                )
-            else:
-                ids, types = a + (b or []), [0] * len(a) + [1] * len(b or [])
-            rows.append((ids, types))
+            if trunc and max_length < n_special:
+                raise ValueError(f"max_length={max_length} is shorter than the {n_special} special tokens")
+            for a_part, b_part in self._windows(a, b, n_special, trunc, max_length, return_overflowing_tokens,
+                                                stride):
+                rows.append((*self._assemble(a_part, b_part, add_special_tokens), index))
 
-        width = max((len(ids) for ids, _ in rows), default=0) if pad == "longest" else max_length
-        enc: dict[str, list[list[int]]] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
-        for ids, types in rows:
+        width = max((len(r[0]) for r in rows), default=0) if pad == "longest" else max_length
+        enc: dict[str, list] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
+        if return_offsets_mapping:
+            enc["offset_mapping"] = []
+        if return_overflowing_tokens:
+            enc["overflow_to_sample_mapping"] = []
+        word_ids, sequence_ids = [], []
+        for ids, types, spans, words, seqs, index in rows:
             n_pad = max(0, width - len(ids)) if pad else 0
             enc["input_ids"].append(ids + [self.pad_token_id] * n_pad)
             enc["token_type_ids"].append(types + [0] * n_pad)
             enc["attention_mask"].append([1] * len(ids) + [0] * n_pad)
+            if return_offsets_mapping:
+                enc["offset_mapping"].append(spans + [(0, 0)] * n_pad)
+            if return_overflowing_tokens:
+                enc["overflow_to_sample_mapping"].append(index)
+            word_ids.append(words + [None] * n_pad)
+            sequence_ids.append(seqs + [None] * n_pad)
         if not return_token_type_ids:
             del enc["token_type_ids"]
         if not return_attention_mask:
@@ -355,8 +506,55 @@ class DebertaTokenizer:
                     "return_tensors='pt' needs sequences of equal length; pass padding=True "
                     "(or padding='max_length' with max_length) to pad them"
                 )
-            return BatchEncoding({k: torch.tensor(v, dtype=torch.long) for k, v in enc.items()})
-        return BatchEncoding(enc if batched else {k: v[0] for k, v in enc.items()})
+            return BatchEncoding({k: torch.tensor(v, dtype=torch.long) for k, v in enc.items()}, word_ids,
+                                 sequence_ids)
+        if batched or return_overflowing_tokens:
+            return BatchEncoding(enc, word_ids, sequence_ids)
+        return BatchEncoding({k: v[0] for k, v in enc.items()}, word_ids, sequence_ids)
+
+    def _windows(self, a: tuple, b: tuple | None, n_special: int, trunc: str | None, max_length: int | None,
+                 overflow: bool, stride: int):
+        """The (first, second) sequence parts of each row: one truncated row, or overlapping windows."""
+        def cut(seq: tuple, n: int, start: int = 0) -> tuple:
+            return tuple(x[start:start + n] for x in seq)
+
+        if not trunc:
+            yield a, b
+            return
+        total = len(a[0]) + len(b[0] if b else []) + n_special
+        if not overflow:
+            kept_a, kept_b = self._truncate(a[0], b[0] if b else None, total - max_length, trunc)
+            yield cut(a, len(kept_a)), (cut(b, len(kept_b)) if b else None)
+            return
+        if b is not None and trunc == "longest_first":
+            raise ValueError("return_overflowing_tokens with a text pair needs truncation='only_second' "
+                             "(windows over the second text, e.g. the context of a question) or 'only_first'")
+        moving, fixed = (b, a) if b is not None and trunc == "only_second" else (a, b)
+        room = max_length - n_special - (len(fixed[0]) if fixed else 0)
+        if room <= stride:
+            raise ValueError(f"max_length={max_length} leaves {room} tokens per window for the truncated text, not "
+                             f"more than stride={stride}: increase max_length or lower the stride")
+        start = 0
+        while True:
+            part = cut(moving, room, start)
+            yield (fixed, part) if moving is b else (part, fixed)
+            if start + room >= len(moving[0]):
+                break
+            start += room - stride
+
+    def _assemble(self, a: tuple, b: tuple | None, specials: bool) -> tuple[list, list, list, list, list]:
+        """ids, token types, spans, word ids and sequence ids of a row, special tokens around the sequences."""
+        a_ids, a_spans, a_words = a
+        b_ids, b_spans, b_words = b if b is not None else ([], [], [])
+        if not specials:
+            return (a_ids + b_ids, [0] * len(a_ids) + [1] * len(b_ids), a_spans + b_spans, a_words + b_words,
+                    [0] * len(a_ids) + [1] * len(b_ids))
+        ids = self.build_inputs_with_special_tokens(a_ids, b_ids if b is not None else None)
+        types = self.create_token_type_ids_from_sequences(a_ids, b_ids if b is not None else None)
+        spans = [(0, 0), *a_spans, (0, 0)] + ([*b_spans, (0, 0)] if b is not None else [])
+        words = [None, *a_words, None] + ([*b_words, None] if b is not None else [])
+        seqs = [None, *[0] * len(a_ids), None] + ([*[1] * len(b_ids), None] if b is not None else [])
+        return ids, types, spans, words, seqs
 
     def encode(
         self, text: str, text_pair: str | None = None, add_special_tokens: bool = True, **kwargs: Any
