@@ -218,6 +218,117 @@ class ZeroShotClassifier:
         return results[0] if single else results
 
 
+# --------------------------------------------------------------------------- token classification
+def load_token_classifier(model_path: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
+                          device: torch.device | str | None = None) -> tuple[Any, Any]:
+    """(token-classification model in eval mode, tokenizer); a checkpoint without a trained head is an error."""
+    from mdeberta.model import DebertaForTokenClassification
+    from mdeberta.tokenizer import DebertaTokenizer
+
+    model = DebertaForTokenClassification.from_pretrained(model_path)
+    missing = [k for k in getattr(model, "loading_info", {}).get("missing", []) if k.startswith("classifier")]
+    if missing:
+        raise ValueError(f"{model_path} has no trained token-classification head (missing {missing}); fine-tune it "
+                         "first (`mdeberta finetune --task token-classification`)")
+    return model.to(device or default_device()).eval(), DebertaTokenizer.from_pretrained(tokenizer_path or model_path)
+
+
+class TokenClassifier:
+    """Entities in raw text, with character spans in that text (sub-tokens aggregated into words, words into
+    entities with seqeval's chunking; the score is the mean probability of the entity's word labels).
+
+    >>> ner = TokenClassifier.from_pretrained("out/ner/best")                       # doctest: +SKIP
+    >>> ner("Angela Merkel besuchte Paris.")                                       # doctest: +SKIP
+    [{'label': 'PER', 'text': 'Angela Merkel', 'start': 0, 'end': 13, 'score': 0.98}, ...]
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, max_length: int = 512, stride: int = 64) -> None:
+        self.model, self.tokenizer, self.max_length, self.stride = model, tokenizer, max_length, stride
+
+    @classmethod
+    def from_pretrained(cls, model_path: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
+                        device: torch.device | str | None = None, **kwargs: Any) -> TokenClassifier:
+        return cls(*load_token_classifier(model_path, tokenizer_path, device), **kwargs)
+
+    @torch.no_grad()
+    def __call__(self, text: str) -> list[dict[str, Any]]:
+        from mdeberta.data.ner import get_entities
+
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        enc = self.tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=self.max_length,
+                             return_overflowing_tokens=True, stride=self.stride)
+        words: dict[int, tuple[int, int, str, float]] = {}  # word -> (start, end, label, probability)
+        id2label = self.model.config.id2label
+        for row in range(len(enc["input_ids"])):
+            ids = torch.tensor([enc["input_ids"][row]], device=self.model.device)
+            probs = self.model(input_ids=ids).logits[0].float().softmax(-1)
+            for k, (w, (start, end)) in enumerate(zip(enc.word_ids(row), enc["offset_mapping"][row])):
+                if w is None:
+                    continue
+                if w not in words:  # the first sub-token of a word decides its label (first window wins)
+                    p, label = probs[k].max(-1)
+                    words[w] = (start, end, id2label[int(label)], float(p))
+                elif end > words[w][1]:
+                    words[w] = (words[w][0], end, *words[w][2:])
+        order = sorted(words)
+        spans = [words[w] for w in order]
+        entities = []
+        for kind, first, last in get_entities([s[2] for s in spans]):
+            start, end = spans[first][0], spans[last][1]
+            score = sum(s[3] for s in spans[first:last + 1]) / (last - first + 1)
+            entities.append({"label": kind, "text": text[start:end], "start": start, "end": end,
+                             "score": round(score, 6)})
+        return entities
+
+
+# --------------------------------------------------------------------------- question answering
+def load_question_answerer(model_path: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
+                           device: torch.device | str | None = None) -> tuple[Any, Any]:
+    """(QA model in eval mode, tokenizer); a checkpoint without a trained span head is an error."""
+    from mdeberta.model import DebertaForQuestionAnswering
+    from mdeberta.tokenizer import DebertaTokenizer
+
+    model = DebertaForQuestionAnswering.from_pretrained(model_path, num_labels=2)
+    missing = [k for k in getattr(model, "loading_info", {}).get("missing", []) if k.startswith("qa_outputs")]
+    if missing:
+        raise ValueError(f"{model_path} has no trained question-answering head (missing {missing}); fine-tune it "
+                         "first (`mdeberta finetune --task question-answering`)")
+    return model.to(device or default_device()).eval(), DebertaTokenizer.from_pretrained(tokenizer_path or model_path)
+
+
+class QuestionAnswerer:
+    """Extractive answers with their character span in the context (long contexts in overlapping windows).
+
+    >>> qa = QuestionAnswerer.from_pretrained("out/qa/best")                                   # doctest: +SKIP
+    >>> qa("Wo lebt Anna?", "Anna lebt seit 2010 in Oslo.")                                    # doctest: +SKIP
+    {'answer': 'Oslo', 'start': 22, 'end': 26, 'score': 11.3}
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, max_length: int = 384, stride: int = 128,
+                 max_answer_length: int = 30) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.max_length, self.stride, self.max_answer_length = max_length, stride, max_answer_length
+
+    @classmethod
+    def from_pretrained(cls, model_path: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
+                        device: torch.device | str | None = None, **kwargs: Any) -> QuestionAnswerer:
+        return cls(*load_question_answerer(model_path, tokenizer_path, device), **kwargs)
+
+    def __call__(self, question: str, context: str) -> dict[str, Any]:
+        from mdeberta.data.qa import QAExample, encode_qa
+        from mdeberta.recipes.finetune import answer_questions
+
+        if not question.strip() or not context.strip():
+            raise ValueError("question and context must be non-empty strings")
+        example = QAExample("0", question, context, [])
+        stride = min(self.stride, self.max_length // 4)  # short windows (small max_length) keep some room
+        encoded = encode_qa(self.tokenizer, [example], self.max_length, stride)
+        best = answer_questions(self.model, self.tokenizer, [example], encoded,
+                                max_answer_length=self.max_answer_length)[0]
+        return {"answer": best["text"], "start": best["start"], "end": best["end"], "score": best["score"]}
+
+
 def _check_labels(candidate_labels: str | Sequence[str]) -> list[str]:
     if isinstance(candidate_labels, str):
         candidate_labels = [s.strip() for s in candidate_labels.split(",")]
@@ -238,6 +349,7 @@ def zero_shot_classify(
 
 
 __all__ = [
-    "DEFAULT_TEMPLATE", "LABEL2ID", "PairPrediction", "ZeroShotClassifier", "classify_pairs", "load_classifier",
-    "nli_output_order", "predict_logits", "zero_shot_classify",
+    "DEFAULT_TEMPLATE", "LABEL2ID", "PairPrediction", "QuestionAnswerer", "TokenClassifier", "ZeroShotClassifier",
+    "classify_pairs", "load_classifier", "load_question_answerer", "load_token_classifier", "nli_output_order",
+    "predict_logits", "zero_shot_classify",
 ]

@@ -68,3 +68,22 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tagging_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A micro backbone whose tokenizer knows the words of the synthetic NER / QA data (ner_helpers)."""
+    import torch
+
+    from mdeberta.config import preset
+    from mdeberta.model import DebertaModel
+    from mdeberta.tokenizer import DebertaTokenizer, train_tokenizer
+    from ner_helpers import ner_tokenizer_text
+
+    root = tmp_path_factory.mktemp("tagging")
+    tok = DebertaTokenizer.from_pretrained(train_tokenizer(ner_tokenizer_text(root), root / "tok", vocab_size=50,
+                                                           num_threads=1))
+    torch.manual_seed(0)
+    DebertaModel(preset("deberta-v3-micro", vocab_size=len(tok))).save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    return root / "model"

@@ -102,22 +102,24 @@ def result_row(results: dict[str, Any]) -> dict[str, float]:
     return {"avg": results["avg"], **results["accuracy"]}
 
 
-def plot_xnli(rows: dict[str, dict[str, float]], path: str | os.PathLike, title: str = "XNLI accuracy") -> None:
+def plot_xnli(rows: dict[str, dict[str, float]], path: str | os.PathLike, title: str = "XNLI accuracy",
+              columns: list[str] | None = None, ylabel: str = "accuracy (%)", chance: float | None = 100 / 3) -> None:
     """Grouped bar chart: one group per column (avg + languages), one bar per row; PNG written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = [c for c in TABLE_COLUMNS if any(c in r for r in rows.values())]
+    columns = [c for c in (columns or TABLE_COLUMNS) if any(c in r for r in rows.values())]
     width = 0.8 / max(1, len(rows))
     fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(columns)), 4.2))
     for k, (name, row) in enumerate(rows.items()):
         xs = [i + (k - (len(rows) - 1) / 2) * width for i in range(len(columns))]
         ax.bar(xs, [row.get(c, 0.0) for c in columns], width, label=name)
-    ax.axhline(100 / 3, color="grey", linestyle=":", linewidth=1, label="chance (33.3)")
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance ({chance:.1f})")
     ax.set_xticks(range(len(columns)), columns)
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper right", ncols=2)
@@ -155,17 +157,111 @@ def write_xnli_report(
 
 
 # --------------------------------------------------------------------------- CLI
+def run_evaluate_ner(args: argparse.Namespace) -> dict[str, Any]:
+    """Entity F1 per language of a token-classification model: ``--eval-file LANG=PATH ...`` (CoNLL / JSON lines)
+    or ``--eval-file google/xtreme:de ...`` (hub, ``--split``); Markdown, JSON, PNG and a predictions file."""
+    from mdeberta.data.ner import check_labels, encode_tagged, entity_scores, load_tagged
+    from mdeberta.inference import load_token_classifier
+    from mdeberta.recipes.finetune import predict_tags
+
+    if not args.eval_file:
+        raise NLIDataError("--task token-classification needs --eval-file LANG=PATH (or hub:LANG) entries")
+    model, tokenizer = load_token_classifier(args.model, args.tokenizer, args.device)
+    label2id = {v: k for k, v in model.config.id2label.items()}
+    split = {"test": "test", "dev": "validation"}[args.split]
+    f1, scores, records = {}, {}, []
+    for entry in args.eval_file:
+        lang, _, path = entry.partition("=") if "=" in entry else (entry.rsplit(":", 1)[-1], "", entry)
+        sentences = load_tagged(path, split, lang)[:args.max_eval_examples]
+        check_labels(sentences, label2id)
+        encoded = encode_tagged(tokenizer, sentences, label2id, args.max_seq_length)
+        predicted = predict_tags(model, tokenizer, encoded, [len(s.tokens) for s in sentences], args.eval_batch_size)
+        scores[lang] = entity_scores([s.tags for s in sentences], predicted)
+        f1[lang] = 100 * scores[lang]["f1"]
+        records += [{"language": lang, "index": s.index, "source": s.where, "tokens": s.tokens, "gold": s.tags,
+                     "predicted": p} for s, p in zip(sentences, predicted)]
+        logger.info("%s: entity F1 %.2f on %d sentences", lang, f1[lang], len(sentences))
+    name = args.name or Path(str(args.model).rstrip("/")).name
+    out = Path(args.output_dir or Path(args.model) / f"eval-ner-{args.split}")
+    out.mkdir(parents=True, exist_ok=True)
+    row = {"avg": sum(f1.values()) / len(f1), **f1}
+    columns = ["avg", *f1]
+    md = ("| model | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns) + "\n"
+          + f"| {name} | " + " | ".join(f"{row[c]:.1f}" for c in columns) + " |\n"
+          + "\nEntity-level F1 in percent (seqeval chunking, exact type and boundaries); predictions: "
+          + f"`predictions_{args.split}.jsonl`.\n")
+    atomic_write_text(out / f"ner_{args.split}.md", md)
+    atomic_write_text(out / f"ner_{args.split}.json", json.dumps(
+        {"model": str(args.model), "name": name, "split": args.split, "avg": row["avg"], "f1": f1,
+         "scores": scores}, indent=2) + "\n")
+    atomic_write_text(out / f"predictions_{args.split}.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    plot_xnli({name: row}, out / f"ner_{args.split}.png", title=f"entity F1 ({args.split}): {name}", columns=columns,
+              ylabel="entity F1 (%)", chance=None)
+    print(md)
+    return {"avg": row["avg"], "f1": f1}
+
+
+def run_evaluate_qa(args: argparse.Namespace) -> dict[str, Any]:
+    """Exact match and F1 per language of a QA model: ``--eval-file LANG=PATH ...`` (SQuAD / XQuAD / MLQA JSON) or
+    hub entries (``google/xquad:de``); SQuAD's answer normalisation, or MLQA's per language (``--qa-metric``)."""
+    from mdeberta.data.qa import encode_qa, load_qa, qa_scores
+    from mdeberta.inference import load_question_answerer
+    from mdeberta.recipes.finetune import answer_questions
+
+    if not args.eval_file:
+        raise NLIDataError("--task question-answering needs --eval-file LANG=PATH (or hub:LANG) entries")
+    model, tokenizer = load_question_answerer(args.model, args.tokenizer, args.device)
+    split = {"test": "test", "dev": "validation"}[args.split]
+    table, records = {}, []
+    for entry in args.eval_file:
+        lang, _, path = entry.partition("=") if "=" in entry else (entry.rsplit(":", 1)[-1], "", entry)
+        examples = load_qa(path, split, lang)[:args.max_eval_examples]
+        encoded = encode_qa(tokenizer, examples, args.max_seq_length, args.doc_stride)
+        answers = answer_questions(model, tokenizer, examples, encoded, args.eval_batch_size, args.max_answer_length)
+        table[lang] = qa_scores(examples, [a["text"] for a in answers], lang if args.qa_metric == "mlqa" else None)
+        records += [{"language": lang, "id": e.id, "question": e.question, "gold": [g["text"] for g in e.answers],
+                     "predicted": a["text"], "start": a["start"], "end": a["end"]} for e, a in zip(examples, answers)]
+        logger.info("%s: EM %.2f F1 %.2f on %d questions", lang, table[lang]["exact_match"], table[lang]["f1"],
+                    len(examples))
+    name = args.name or Path(str(args.model).rstrip("/")).name
+    out = Path(args.output_dir or Path(args.model) / f"eval-qa-{args.split}")
+    out.mkdir(parents=True, exist_ok=True)
+    langs = list(table)
+    avg = {k: sum(table[x][k] for x in langs) / len(langs) for k in ("exact_match", "f1")}
+    md = ("| model | metric | avg | " + " | ".join(langs) + " |\n|---|---|---:|" + "---:|" * len(langs) + "\n"
+          + "".join(f"| {name} | {label} | {avg[k]:.1f} | " + " | ".join(f"{table[x][k]:.1f}" for x in langs)
+                    + " |\n" for k, label in (("exact_match", "EM"), ("f1", "F1")))
+          + f"\n{args.qa_metric.upper()} answer normalisation; predictions: `predictions_{args.split}.jsonl`.\n")
+    atomic_write_text(out / f"qa_{args.split}.md", md)
+    atomic_write_text(out / f"qa_{args.split}.json", json.dumps(
+        {"model": str(args.model), "name": name, "split": args.split, "metric": args.qa_metric, "avg": avg,
+         "scores": table}, indent=2) + "\n")
+    atomic_write_text(out / f"predictions_{args.split}.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    plot_xnli({f"{name} F1": {"avg": avg["f1"], **{x: table[x]["f1"] for x in langs}},
+               f"{name} EM": {"avg": avg["exact_match"], **{x: table[x]["exact_match"] for x in langs}}},
+              out / f"qa_{args.split}.png", title=f"QA ({args.split}): {name}", columns=["avg", *langs],
+              ylabel="score (%)", chance=None)
+    print(md)
+    return {"avg": avg, "scores": table}
+
+
 def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from mdeberta.inference import load_classifier
 
+    if args.task == "token-classification":
+        return run_evaluate_ner(args)
+    if args.task == "question-answering":
+        return run_evaluate_qa(args)
     model, tokenizer = load_classifier(args.model, args.tokenizer, args.device)
     name = args.name or Path(str(args.model).rstrip("/")).name
     if args.task == "xnli":
         data = load_xnli(args.eval_dir, args.split, args.languages, args.max_eval_examples)
     else:
-        if not args.eval_file:
-            raise NLIDataError("--task nli needs --eval-file")
-        examples = read_nli_file(args.eval_file, max_examples=args.max_eval_examples)
+        if not args.eval_file or len(args.eval_file) != 1:
+            raise NLIDataError("--task nli needs one --eval-file")
+        examples = read_nli_file(args.eval_file[0], max_examples=args.max_eval_examples)
         data = {"all": [NLIExample(e.premise, e.hypothesis, e.label, "all", e.index) for e in examples]}
     start = time.perf_counter()
     results, records = evaluate_xnli(model, tokenizer, data, args.eval_batch_size, args.max_seq_length, args.bf16)
@@ -210,9 +306,15 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="fine-tuned model folder or hub id")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
-    p.add_argument("--task", default="xnli", choices=["xnli", "nli"],
+    p.add_argument("--task", default="xnli", choices=["xnli", "nli", "token-classification", "question-answering"],
                    help="xnli: per-language table; nli: accuracy on one --eval-file")
-    p.add_argument("--eval-file", default=None, help="NLI file for --task nli")
+    p.add_argument("--eval-file", nargs="+", default=None,
+                   help="--task nli: one NLI file; token-classification / question-answering: LANG=PATH (CoNLL / "
+                        "JSON lines; SQuAD-layout JSON) or hub entries (google/xtreme:de, google/xquad:de)")
+    p.add_argument("--doc-stride", type=int, default=128, help="question-answering: overlap of context windows")
+    p.add_argument("--max-answer-length", type=int, default=30, help="question-answering: longest answer (tokens)")
+    p.add_argument("--qa-metric", choices=["squad", "mlqa"], default="squad",
+                   help="question-answering: SQuAD v1.1's answer normalisation, or MLQA's per language")
     p.add_argument("--output-dir", default=None, help="default: <model>/eval-<task>-<split>")
     p.add_argument("--name", default=None, help="row name in the table (default: model folder name)")
     add_eval_arguments(p)

@@ -36,7 +36,6 @@ from mdeberta.data.nli import (
     LABEL2ID,
     LABELS,
     NLIDataError,
-    NLIExample,
     collate,
     encode_examples,
     length_grouped_batches,
@@ -141,9 +140,10 @@ class LengthGroupedBatches:
     """
 
     def __init__(self, features: list[dict[str, Any]], batch_size: int, seed: int, pad_token_id: int,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, collate_fn: Any = None) -> None:
         self.features, self.batch_size, self.seed = features, batch_size, seed
         self.pad_token_id, self.rank, self.world_size = pad_token_id, rank, world_size
+        self.collate = collate_fn or collate
         self.lengths = [len(f["input_ids"]) for f in features]
         self.epoch = 0
 
@@ -159,7 +159,7 @@ class LengthGroupedBatches:
 
     def __iter__(self):
         for idx in self.batches():
-            yield collate([self.features[i] for i in idx], self.pad_token_id)
+            yield self.collate([self.features[i] for i in idx], self.pad_token_id)
 
 
 def dev_accuracy(model: Any, tokenizer: Any, features: list[dict[str, Any]], batch_size: int, env: Any) -> float:
@@ -175,6 +175,216 @@ def dev_accuracy(model: Any, tokenizer: Any, features: list[dict[str, Any]], bat
         correct += int((model(**batch).logits.argmax(-1) == labels).sum())
     totals = env.all_reduce_mean({"correct": float(correct)})
     return 100.0 * totals["correct"] * env.world_size / len(features)
+
+
+# --------------------------------------------------------------------------- tasks
+class NLITask:
+    """Sentence-pair classification (NLI): pairs, a 3-way head, dev accuracy."""
+
+    name, metric = "nli", "accuracy"
+
+    def __init__(self, args: argparse.Namespace, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        train = load_nli(args.train_file, "train", args.max_train_examples, args.seed)
+        dev = load_nli(args.dev_file, "dev", args.max_dev_examples, args.seed) if args.dev_file else []
+        self.train_features = encode_examples(tokenizer, train, args.max_seq_length)
+        self.dev_features = encode_examples(tokenizer, dev, args.max_seq_length) if dev else []
+        truncated = sum(len(f["input_ids"]) >= args.max_seq_length for f in self.train_features)
+        logger.info("train: %d examples (%d at the %d-token limit, truncated longest-first); dev: %d",
+                    len(self.train_features), truncated, args.max_seq_length, len(self.dev_features))
+        self.info = {"train_file": [str(f) for f in args.train_file], "train_examples": len(self.train_features)}
+
+    collate = staticmethod(collate)
+
+    def build_model(self, model: str, tokenizer: Any, random_init: bool) -> Any:
+        return load_model_for_nli(model, tokenizer, random_init)
+
+    def evaluate(self, model: Any, batch_size: int, env: Any) -> dict[str, float]:
+        return {"accuracy": dev_accuracy(model, self.tokenizer, self.dev_features, batch_size, env)}
+
+
+class TokenClassificationTask:
+    """NER and other word tagging: CoNLL / JSON lines / hub sentences, the label on each word's first sub-token,
+    entity-level F1 (seqeval semantics) on the dev set."""
+
+    name, metric = "token-classification", "f1"
+
+    def __init__(self, args: argparse.Namespace, tokenizer: Any) -> None:
+        from mdeberta.data.ner import check_labels, encode_tagged, label_list, load_tagged
+
+        self.tokenizer = tokenizer
+        train = [s for f in args.train_file for s in load_tagged(f, "train")][:args.max_train_examples]
+        self.dev = [s for f in args.dev_file or [] for s in load_tagged(f, "validation")][:args.max_dev_examples]
+        self.labels = self._labels(args.model, train, label_list)
+        self.label2id = {t: i for i, t in enumerate(self.labels)}
+        check_labels(train + self.dev, self.label2id)
+        self.train_features = [_ner_dict(f) for f in encode_tagged(tokenizer, train, self.label2id,
+                                                                   args.max_seq_length)]
+        self.dev_encoded = encode_tagged(tokenizer, self.dev, self.label2id, args.max_seq_length)
+        self.dev_features = [_ner_dict(f) for f in self.dev_encoded]
+        logger.info("train: %d sentences, dev: %d; labels %s", len(train), len(self.dev), self.labels)
+        self.info = {"train_file": [str(f) for f in args.train_file], "train_examples": len(train),
+                     "labels": self.labels}
+
+    @staticmethod
+    def _labels(model: str, train: list, label_list: Any) -> list[str]:
+        """The head's labels when the checkpoint has a token-classification head, else those of the data."""
+        if Path(model).is_dir() and (Path(model) / "config.json").is_file():
+            config = DebertaConfig.from_pretrained(model)
+            if any("TokenClassification" in a for a in config.extra.get("architectures") or []):
+                return [config.id2label[i] for i in range(config.num_labels)]
+        return label_list(train)
+
+    @staticmethod
+    def collate(features: list[dict[str, Any]], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
+        batch = collate([{**f, "label": None} for f in features], pad_token_id)
+        width = batch["input_ids"].shape[1]
+        batch["labels"] = torch.tensor([f["labels"] + [-100] * (width - len(f["labels"])) for f in features])
+        return batch
+
+    def build_model(self, model: str, tokenizer: Any, random_init: bool) -> Any:
+        from mdeberta.model import DebertaForTokenClassification
+
+        labels = {"num_labels": len(self.labels), "id2label": dict(enumerate(self.labels)),
+                  "label2id": dict(self.label2id)}
+        if random_init:
+            config = (preset(model, vocab_size=len(tokenizer), **labels) if model in PRESETS
+                      else DebertaConfig.from_pretrained(model).replace(**labels))
+            _check_vocab(config, tokenizer, model)
+            return DebertaForTokenClassification(config)
+        _check_vocab(DebertaConfig.from_pretrained(model), tokenizer, model)
+        return DebertaForTokenClassification.from_pretrained(model, **labels)
+
+    def evaluate(self, model: Any, batch_size: int, env: Any) -> dict[str, float]:
+        from mdeberta.data.ner import entity_scores
+
+        predicted = predict_tags(model, self.tokenizer, self.dev_encoded, [len(s.tokens) for s in self.dev],
+                                 batch_size)
+        scores = entity_scores([s.tags for s in self.dev], predicted)
+        return {"f1": 100 * scores["f1"], "precision": 100 * scores["precision"], "recall": 100 * scores["recall"]}
+
+
+def training_accuracy(out: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Percent of scored labels predicted in a training batch (QA: start and end positions)."""
+    if "start_positions" in batch:
+        hits = [(getattr(out, f"{k}_logits").detach().argmax(-1) == batch[f"{k}_positions"]).float()
+                for k in ("start", "end")]
+        return 100.0 * torch.cat(hits).mean()
+    labels = batch["labels"]
+    scored = labels != -100
+    return 100.0 * (out.logits.detach().argmax(-1)[scored] == labels[scored]).float().mean()
+
+
+class QuestionAnsweringTask:
+    """Extractive QA: SQuAD / XQuAD / MLQA JSON or hub, windows over long contexts, dev exact match and F1."""
+
+    name, metric = "question-answering", "f1"
+
+    def __init__(self, args: argparse.Namespace, tokenizer: Any) -> None:
+        from mdeberta.data.qa import encode_qa, load_qa
+
+        self.tokenizer, self.stride = tokenizer, args.doc_stride
+        self.max_answer_length = args.max_answer_length
+        train = [e for f in args.train_file for e in load_qa(f, "train")][:args.max_train_examples]
+        self.dev = [e for f in args.dev_file or [] for e in load_qa(f, "validation")][:args.max_dev_examples]
+        features = encode_qa(tokenizer, train, args.max_seq_length, args.doc_stride, train=True)
+        self.train_features = [{"input_ids": f.input_ids, "token_type_ids": [0] * len(f.input_ids),
+                                "start_positions": f.start_position, "end_positions": f.end_position}
+                               for f in features]
+        self.dev_encoded = encode_qa(tokenizer, self.dev, args.max_seq_length, args.doc_stride)
+        self.dev_features = [{"input_ids": f.input_ids} for f in self.dev_encoded]
+        logger.info("train: %d questions in %d windows (%d without the answer); dev: %d questions", len(train),
+                    len(features), sum(f.start_position == 0 for f in features), len(self.dev))
+        self.info = {"train_file": [str(f) for f in args.train_file], "train_examples": len(train),
+                     "doc_stride": args.doc_stride, "max_answer_length": args.max_answer_length}
+
+    @staticmethod
+    def collate(features: list[dict[str, Any]], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
+        batch = collate([{"input_ids": f["input_ids"], "token_type_ids": [0] * len(f["input_ids"]), "label": None}
+                         for f in features], pad_token_id)
+        for key in ("start_positions", "end_positions"):
+            if key in features[0]:
+                batch[key] = torch.tensor([f[key] for f in features])
+        return batch
+
+    def build_model(self, model: str, tokenizer: Any, random_init: bool) -> Any:
+        from mdeberta.model import DebertaForQuestionAnswering
+
+        if random_init:
+            config = (preset(model, vocab_size=len(tokenizer), num_labels=2) if model in PRESETS
+                      else DebertaConfig.from_pretrained(model).replace(num_labels=2))
+            _check_vocab(config, tokenizer, model)
+            return DebertaForQuestionAnswering(config)
+        _check_vocab(DebertaConfig.from_pretrained(model), tokenizer, model)
+        return DebertaForQuestionAnswering.from_pretrained(model, num_labels=2)
+
+    def evaluate(self, model: Any, batch_size: int, env: Any) -> dict[str, float]:
+        from mdeberta.data.qa import qa_scores
+
+        answers = answer_questions(model, self.tokenizer, self.dev, self.dev_encoded, batch_size,
+                                   self.max_answer_length)
+        scores = qa_scores(self.dev, [a["text"] for a in answers])
+        return {"f1": scores["f1"], "exact_match": scores["exact_match"]}
+
+
+@torch.no_grad()
+def answer_questions(model: Any, tokenizer: Any, examples: list, encoded: list, batch_size: int = 64,
+                     max_answer_length: int = 30) -> list[dict[str, Any]]:
+    """The best answer span per question over its windows (``mdeberta.data.qa.decode_answers``)."""
+    from mdeberta.data.qa import decode_answers
+
+    device = model.device if hasattr(model, "device") else next(model.parameters()).device
+    was_training = getattr(model, "training", False)
+    model.eval()
+    starts: list = [None] * len(encoded)
+    ends: list = [None] * len(encoded)
+    for start in range(0, len(encoded), batch_size):
+        part = encoded[start:start + batch_size]
+        batch = collate([{"input_ids": f.input_ids, "token_type_ids": [0] * len(f.input_ids), "label": None}
+                         for f in part], tokenizer.pad_token_id)
+        out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        for k, (s_row, e_row) in enumerate(zip(out.start_logits.float().tolist(), out.end_logits.float().tolist())):
+            n = len(part[k].input_ids)
+            starts[start + k], ends[start + k] = s_row[:n], e_row[:n]
+    model.train(was_training)
+    return decode_answers(examples, encoded, starts, ends, max_answer_length=max_answer_length)
+
+
+def _ner_dict(feature: Any) -> dict[str, Any]:
+    return {"input_ids": feature.input_ids, "token_type_ids": [0] * len(feature.input_ids), "labels": feature.labels}
+
+
+@torch.no_grad()
+def predict_tags(model: Any, tokenizer: Any, encoded: list, n_words: list[int], batch_size: int = 64) -> list:
+    """Per sentence, the tag predicted for each word (at its first sub-token)."""
+    from mdeberta.data.ner import word_predictions
+
+    device = model.device if hasattr(model, "device") else next(model.parameters()).device
+    id2label = model.config.id2label
+    was_training = getattr(model, "training", False)
+    model.eval()
+    out: list = [None] * len(encoded)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = collate([{"input_ids": encoded[i].input_ids, "token_type_ids": [0] * len(encoded[i].input_ids),
+                          "label": None} for i in idx], tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits
+        for row, i in zip(logits.argmax(-1).tolist(), idx):
+            out[i] = word_predictions(encoded[i], row, id2label, n_words[i])
+    model.train(was_training)
+    return out
+
+
+TASKS = {"nli": NLITask, "token-classification": TokenClassificationTask, "question-answering": QuestionAnsweringTask}
+
+
+def make_task(args: argparse.Namespace, tokenizer: Any) -> Any:
+    task = getattr(args, "task", "nli")
+    if task not in TASKS:
+        raise ValueError(f"--task {task!r}; allowed: {list(TASKS)}")
+    return TASKS[task](args, tokenizer)
 
 
 # --------------------------------------------------------------------------- the recipe
@@ -200,22 +410,15 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
     output_dir = Path(args.output_dir)
     tokenizer = DebertaTokenizer.from_pretrained(args.tokenizer or args.model)
 
-    train_examples = load_nli(args.train_file, "train", args.max_train_examples, args.seed)
-    dev_examples: list[NLIExample] = []
-    if args.dev_file:
-        dev_examples = load_nli(args.dev_file, "dev", args.max_dev_examples, args.seed)
-    train_features = encode_examples(tokenizer, train_examples, args.max_seq_length)
-    dev_features = encode_examples(tokenizer, dev_examples, args.max_seq_length) if dev_examples else []
-    truncated = sum(len(f["input_ids"]) >= args.max_seq_length for f in train_features)
-    logger.info("train: %d examples (%d at the %d-token limit, truncated longest-first); dev: %d",
-                len(train_features), truncated, args.max_seq_length, len(dev_features))
+    task = make_task(args, tokenizer)
+    train_features, dev_features = task.train_features, task.dev_features
 
     per_step = args.batch_size // (args.grad_accum * env.world_size)
     if per_step < 1 or per_step * args.grad_accum * env.world_size != args.batch_size:
         raise ValueError(f"--batch-size {args.batch_size} must be a multiple of --grad-accum ({args.grad_accum}) x "
                          f"processes ({env.world_size})")
     data = LengthGroupedBatches(train_features, per_step, args.seed, tokenizer.pad_token_id, env.rank,
-                                env.world_size)
+                                env.world_size, collate_fn=task.collate)
     steps_per_epoch = max(1, len(data) // args.grad_accum)
     max_steps = args.max_steps or max(1, round(args.epochs * steps_per_epoch))
     warmup = args.warmup_steps
@@ -229,7 +432,7 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
                 max_steps, max_steps / steps_per_epoch, steps_per_epoch, args.batch_size, per_step, args.grad_accum,
                 env.world_size, warmup)
 
-    model = load_model_for_nli(args.model, tokenizer, args.random_init).to(env.device)
+    model = task.build_model(args.model, tokenizer, args.random_init).to(env.device)
     model.train()
     wrapped = wrap_model(model, env)
     optimizer = build_optimizer(wrapped, lr=args.learning_rate, weight_decay=args.weight_decay, betas=(0.9, 0.999),
@@ -240,31 +443,33 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
     if precision == "auto":
         precision = "bf16" if env.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
-    info = {"source_model": str(args.model), "random_init": bool(args.random_init),
+    info = {"task": task.name, "source_model": str(args.model), "random_init": bool(args.random_init),
             "train_file": [str(f) for f in args.train_file], "train_examples": len(train_features),
             "learning_rate": args.learning_rate, "layerwise_lr_decay": args.layerwise_lr_decay,
             "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
             "warmup_steps": warmup, "max_steps": max_steps, "seed": args.seed, "precision": precision}
+    info.update(task.info)
     best_dir, final_dir = output_dir / "best", output_dir / "final"
-    best = {"accuracy": None}
+    metric = task.metric  # NLI: accuracy (%), token classification: entity F1 (%)
+    best = {"value": None}
     if args.resume and (best_dir / "training_info.json").exists():
-        best["accuracy"] = json.loads((best_dir / "training_info.json").read_text()).get("dev_accuracy")
+        best["value"] = json.loads((best_dir / "training_info.json").read_text()).get(f"dev_{metric}")
 
     def step_fn(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         out = m(**batch)
-        acc = 100.0 * (out.logits.detach().argmax(-1) == batch["labels"]).float().mean()
-        return out.loss, {"accuracy": acc, "num_tokens": batch["attention_mask"].sum()}
+        return out.loss, {"accuracy": training_accuracy(out, batch), "num_tokens": batch["attention_mask"].sum()}
 
     def eval_fn(trainer: Any) -> dict[str, float]:
-        acc = dev_accuracy(trainer.unwrapped, tokenizer, dev_features, args.eval_batch_size, trainer.env)
-        if best["accuracy"] is None or acc > best["accuracy"]:
-            best["accuracy"] = acc
+        results = task.evaluate(trainer.unwrapped, args.eval_batch_size, trainer.env)
+        value = results[metric]
+        if best["value"] is None or value > best["value"]:
+            best["value"] = value
             if trainer.env.is_main:
                 export_model(trainer.unwrapped, tokenizer, best_dir,
-                             {**info, "step": trainer.step, "dev_accuracy": acc})
-                logger.info("step %d: dev accuracy %.2f%% is the best so far; exported %s", trainer.step, acc,
+                             {**info, "step": trainer.step, f"dev_{metric}": value})
+                logger.info("step %d: dev %s %.2f%% is the best so far; exported %s", trainer.step, metric, value,
                             best_dir)
-        return {"accuracy": acc, "best_accuracy": best["accuracy"]}
+        return {**results, f"best_{metric}": best["value"]}
 
     targs = TrainingArguments(
         output_dir=str(output_dir), max_steps=max_steps, grad_accum=args.grad_accum, precision=precision,
@@ -279,14 +484,21 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
     env.barrier()
     seconds = time.perf_counter() - start
     model_dir = best_dir if dev_features and best_dir.exists() else final_dir
-    logger.info("fine-tuning done in %.0fs: %s (best dev accuracy %s)", seconds, model_dir,
-                "n/a" if best["accuracy"] is None else f"{best['accuracy']:.2f}%")
-    return FinetuneResult(output_dir, model_dir, best["accuracy"], trainer.step, seconds, history)
+    logger.info("fine-tuning done in %.0fs: %s (best dev %s %s)", seconds, model_dir, metric,
+                "n/a" if best["value"] is None else f"{best['value']:.2f}%")
+    return FinetuneResult(output_dir, model_dir, best["value"], trainer.step, seconds, history)
 
 
 def add_finetune_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """Options shared by ``finetune`` and ``xnli`` (``defaults`` overrides some, e.g. the hub sources)."""
     d = {"model": None, "train_file": None, **(defaults or {})}
+    if defaults is None:  # finetune; xnli is NLI only
+        p.add_argument("--task", choices=list(TASKS), default="nli",
+                       help="nli: sentence pairs (TSV/JSONL/hub); token-classification: CoNLL / IOB2 columns, JSON "
+                            "lines (tokens + ner_tags) or hub google/xtreme:LANG / unimelb-nlp/wikiann:LANG; "
+                            "question-answering: SQuAD v1.1 / XQuAD / MLQA JSON or hub rajpurkar/squad")
+        p.add_argument("--doc-stride", type=int, default=128, help="question-answering: overlap of context windows")
+        p.add_argument("--max-answer-length", type=int, default=30, help="question-answering: longest answer (tokens)")
     p.add_argument("--model", default=d["model"], required=d["model"] is None,
                    help="checkpoint folder or hub id (a preset name with --random-init)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model's)")

@@ -1,7 +1,9 @@
-"""``mdeberta predict`` (NLI on pairs) and ``mdeberta zero-shot`` (text classification through NLI).
+"""``mdeberta predict`` (NLI on pairs, or entities in texts) and ``mdeberta zero-shot`` (text classification
+through NLI).
 
     echo '{"premise": "A man plays guitar.", "hypothesis": "Someone makes music."}' | mdeberta predict --model M
     mdeberta predict --model M --input pairs.tsv --output preds.jsonl
+    mdeberta predict --task token-classification --model NER --text "Angela Merkel besuchte Paris."
     mdeberta zero-shot --model M --labels "sport,politik,wirtschaft" "Der FC gewann 3:0."
     mdeberta zero-shot --model M --labels "urgent,billing" --multi-label --input texts.txt
 
@@ -65,6 +67,16 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _write_jsonl(path: str, records: list[dict]) -> None:
+    out = _open_output(path)
+    try:
+        for r in records:
+            out.write(json.dumps(r, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
 def _open_output(path: str) -> IO[str]:
     if path == "-":
         return sys.stdout
@@ -72,9 +84,59 @@ def _open_output(path: str) -> IO[str]:
     return open(path, "w", encoding="utf-8")
 
 
+def cmd_predict_tokens(args: argparse.Namespace) -> int:
+    """Entities with character spans, one JSON object per text."""
+    from mdeberta.inference import TokenClassifier
+
+    try:
+        texts = list(args.text or []) or [line.rstrip("\r\n") for _, line in _lines(args.input) if line.strip()]
+        if not texts:
+            raise NLIDataError("no texts: give them with --text or --input FILE / '-' for stdin")
+        ner = TokenClassifier.from_pretrained(args.model, args.tokenizer, args.device,
+                                              max_length=args.max_seq_length)
+        results = [{"text": t, "entities": ner(t)} for t in texts]
+    except (NLIDataError, ValueError, OSError) as e:
+        logger.error("%s", e)
+        return 2
+    _write_jsonl(args.output, results)
+    return 0
+
+
+def cmd_predict_answers(args: argparse.Namespace) -> int:
+    """Answers with character spans for JSON lines {"question": ..., "context": ...}."""
+    from mdeberta.inference import QuestionAnswerer
+
+    try:
+        items = []
+        for line_no, line in _lines(args.input):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise NLIDataError(f"{args.input}:{line_no}: invalid JSON ({e})") from e
+            if not isinstance(obj, dict) or not isinstance(obj.get("question"), str) or not isinstance(
+                    obj.get("context"), str):
+                raise NLIDataError(f"{args.input}:{line_no}: expected string keys question and context")
+            items.append(obj)
+        if not items:
+            raise NLIDataError("no questions: give JSON lines {\"question\": ..., \"context\": ...} with --input")
+        qa = QuestionAnswerer.from_pretrained(args.model, args.tokenizer, args.device, max_length=args.max_seq_length)
+        results = [{**obj, **qa(obj["question"], obj["context"])} for obj in items]
+    except (NLIDataError, ValueError, OSError) as e:
+        logger.error("%s", e)
+        return 2
+    _write_jsonl(args.output, results)
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from mdeberta.inference import classify_pairs, load_classifier
 
+    if args.task == "token-classification":
+        return cmd_predict_tokens(args)
+    if args.task == "question-answering":
+        return cmd_predict_answers(args)
     try:
         pairs = read_pairs(args.input)
         model, tokenizer = load_classifier(args.model, args.tokenizer, args.device)
@@ -106,13 +168,7 @@ def cmd_zero_shot(args: argparse.Namespace) -> int:
     except (NLIDataError, ValueError, OSError) as e:
         logger.error("%s", e)
         return 2
-    out = _open_output(args.output)
-    try:
-        for r in results:
-            out.write(json.dumps(r, ensure_ascii=False) + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    _write_jsonl(args.output, results)
     return 0
 
 
@@ -129,7 +185,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="NLI predictions for premise/hypothesis pairs (JSON lines out)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", default="-", help="JSONL or TSV pairs file ('-' = stdin)")
+    p.add_argument("--task", choices=["nli", "token-classification", "question-answering"], default="nli",
+                   help="nli: pairs in, labels out; token-classification: texts in, entities with character spans; "
+                        "question-answering: JSON lines with question and context in, answers with spans out")
+    p.add_argument("--input", default="-", help="JSONL or TSV pairs file, or texts one per line ('-' = stdin)")
+    p.add_argument("--text", nargs="+", default=None, help="token-classification: texts given directly")
     _common(p)
     p.set_defaults(func=cmd_predict)
 

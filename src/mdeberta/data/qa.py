@@ -1,0 +1,244 @@
+"""Extractive question answering data: SQuAD v1.1 / XQuAD / MLQA JSON and hub datasets, windows over long contexts,
+n-best span decoding, and SQuAD / MLQA exact match and F1.
+
+Examples become features with the tokenizer's offsets: ``[CLS] question [SEP] context window [SEP]``, windows of
+``max_length`` tokens over the context that overlap by ``stride`` tokens; in training a window that does not hold
+the whole answer points at [CLS] (position 0), as in the BERT / transformers recipe. Decoding takes, per example,
+the ``n_best`` start and end logits of every window, keeps spans inside the context with end >= start and at most
+``max_answer_length`` tokens, and returns the context text between the character offsets of the best one.
+
+Scores: SQuAD v1.1's official normalisation (lower case, punctuation and English articles removed, whitespace
+folded) for English; MLQA's per-language rules (Unicode punctuation, the language's articles, character-level
+segmentation of Chinese) with ``language=``. Exact match and token F1 take the best gold answer per question.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import re
+import string
+import sys
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("mdeberta.data")
+
+HUB_QA = {"rajpurkar/squad": None, "squad": None, "google/xquad": "xquad.{lang}", "xquad": "xquad.{lang}",
+          "facebook/mlqa": "mlqa.{lang}.{lang}", "mlqa": "mlqa.{lang}.{lang}"}
+
+
+class QADataError(ValueError):
+    """A question-answering file cannot be used; the message names the file, the question id and the problem."""
+
+
+@dataclass
+class QAExample:
+    id: str
+    question: str
+    context: str
+    answers: list[dict[str, Any]]  # {"text": str, "answer_start": int}
+    language: str | None = None
+
+
+# --------------------------------------------------------------------------- reading
+def read_squad(path: str | Path, language: str | None = None, check_answers: bool = True) -> list[QAExample]:
+    """SQuAD v1.1 layout (also XQuAD and MLQA): data -> paragraphs -> qas. An answer whose text is not the context
+    at ``answer_start`` is an error naming the question id (``check_answers``)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise QADataError(f"{path}: cannot read SQuAD JSON ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise QADataError(f"{path}: expected SQuAD JSON ({{'data': [{{'paragraphs': [...]}}]}})")
+    examples = []
+    for article in data["data"]:
+        for paragraph in article.get("paragraphs", []):
+            context = paragraph["context"]
+            for qa in paragraph.get("qas", []):
+                answers = [{"text": a["text"], "answer_start": int(a["answer_start"])} for a in qa.get("answers", [])]
+                if check_answers:
+                    for a in answers:
+                        got = context[a["answer_start"]:a["answer_start"] + len(a["text"])]
+                        if got != a["text"]:
+                            raise QADataError(f"{path}: question {qa.get('id')!r}: answer {a['text']!r} is not the "
+                                              f"context at answer_start {a['answer_start']} (found {got!r})")
+                examples.append(QAExample(str(qa.get("id", len(examples))), qa["question"], context, answers,
+                                          language))
+    if not examples:
+        raise QADataError(f"{path}: no questions")
+    return examples
+
+
+def read_hub(name: str, language: str | None, split: str) -> list[QAExample]:
+    try:
+        import datasets
+    except ImportError as e:
+        raise QADataError(f"{name}: hub datasets need the datasets package (pip install 'mdeberta[datasets]')") from e
+    config = HUB_QA.get(name)
+    config = config.format(lang=language) if config and language else None
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as e:
+        raise QADataError(f"{name} ({config}, {split}): cannot load ({type(e).__name__}: {e})") from e
+    return [QAExample(str(r["id"]), r["question"], r["context"],
+                      [{"text": t, "answer_start": s} for t, s in zip(r["answers"]["text"],
+                                                                      r["answers"]["answer_start"])], language)
+            for r in ds]
+
+
+def load_qa(source: str | Path, split: str = "train", language: str | None = None) -> list[QAExample]:
+    """A SQuAD-layout JSON file, or ``hub-name[:lang]`` (``rajpurkar/squad``, ``google/xquad:de``)."""
+    text = str(source)
+    if not Path(text).exists() and text.split(":", 1)[0] in HUB_QA:
+        name, _, lang = text.partition(":")
+        return read_hub(name, lang or language, split)
+    if not Path(text).is_file():
+        raise QADataError(f"question-answering data not found: {source}")
+    return read_squad(text, language)
+
+
+# --------------------------------------------------------------------------- features
+@dataclass
+class QAFeature:
+    input_ids: list[int]
+    example: int  # index of its example
+    offsets: list[tuple[int, int] | None]  # character span in the context, None outside the context
+    start_position: int = 0
+    end_position: int = 0
+
+
+def encode_qa(tokenizer: Any, examples: Sequence[QAExample], max_length: int = 384, stride: int = 128,
+              train: bool = False) -> list[QAFeature]:
+    """Windows over the contexts; in training each gets the token positions of the answer (0 when it is not
+    entirely in the window)."""
+    if not examples:
+        return []
+    enc = tokenizer([e.question for e in examples], [e.context for e in examples], truncation="only_second",
+                    max_length=max_length, stride=stride, return_overflowing_tokens=True,
+                    return_offsets_mapping=True)
+    features = []
+    for row, example_index in enumerate(enc["overflow_to_sample_mapping"]):
+        seqs = enc.sequence_ids(row)
+        offsets = [tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][row], seqs)]
+        feature = QAFeature(enc["input_ids"][row], example_index, offsets)
+        example = examples[example_index]
+        if train and example.answers:
+            answer = example.answers[0]
+            first, last = answer["answer_start"], answer["answer_start"] + len(answer["text"])
+            inside = [k for k, o in enumerate(offsets) if o is not None]
+            if inside and offsets[inside[0]][0] <= first and offsets[inside[-1]][1] >= last:
+                feature.start_position = next(k for k in inside if offsets[k][1] > first)
+                feature.end_position = max(k for k in inside if offsets[k][0] < last)
+        features.append(feature)
+    return features
+
+
+def decode_answers(examples: Sequence[QAExample], features: Sequence[QAFeature], start_logits: Sequence,
+                   end_logits: Sequence, n_best: int = 20, max_answer_length: int = 30) -> list[dict[str, Any]]:
+    """Per example the best span over all its windows: {"text", "start", "end", "score"} (empty text if none)."""
+    by_example: dict[int, list[int]] = collections.defaultdict(list)
+    for k, f in enumerate(features):
+        by_example[f.example].append(k)
+    answers = []
+    for e, example in enumerate(examples):
+        best = {"text": "", "start": 0, "end": 0, "score": float("-inf")}
+        for k in by_example.get(e, []):
+            offsets, starts, ends = features[k].offsets, list(start_logits[k]), list(end_logits[k])
+            top_starts = sorted(range(len(offsets)), key=lambda i: -starts[i])[:n_best]
+            top_ends = sorted(range(len(offsets)), key=lambda i: -ends[i])[:n_best]
+            for i in top_starts:
+                for j in top_ends:
+                    if offsets[i] is None or offsets[j] is None or j < i or j - i + 1 > max_answer_length:
+                        continue
+                    score = starts[i] + ends[j]
+                    if score > best["score"]:
+                        begin, end = offsets[i][0], offsets[j][1]
+                        best = {"text": example.context[begin:end], "start": begin, "end": end, "score": score}
+        answers.append(best)
+    return answers
+
+
+# --------------------------------------------------------------------------- scoring
+_PUNCT = None
+
+
+def _unicode_punctuation() -> set[str]:
+    global _PUNCT
+    if _PUNCT is None:
+        _PUNCT = {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")}
+        _PUNCT |= set(string.punctuation)
+    return _PUNCT
+
+
+MLQA_ARTICLES = {
+    "en": r"\b(a|an|the)\b",
+    "es": r"\b(un|una|unos|unas|el|la|los|las)\b",
+    "vi": r"\b(của|là|cái|chiếc|những)\b",
+    "de": r"\b(ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b",
+    "ar": r"\sال^|ال",
+}
+MIXED_SEGMENTATION = ("zh",)
+
+
+def _mixed_segmentation(text: str, punct: set[str]) -> list[str]:
+    out, run = [], ""
+    for char in text:
+        if re.search(r"[\u4e00-\u9fa5]", char) or char in punct:
+            out += run.split()
+            run = ""
+            out.append(char)
+        else:
+            run += char
+    return out + run.split()
+
+
+def normalize_answer(text: str, language: str | None = None) -> str:
+    """SQuAD v1.1's normalisation (``language`` None), or MLQA's for ``language`` (en es hi vi de ar zh)."""
+    if language is None:
+        text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+        return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+    punct = _unicode_punctuation()
+    text = "".join(ch for ch in text.lower() if ch not in punct)
+    if language in MLQA_ARTICLES:
+        text = re.sub(MLQA_ARTICLES[language], " ", text)
+    tokens = _mixed_segmentation(text, punct) if language in MIXED_SEGMENTATION else text.split()
+    return " ".join(t for t in tokens if t.strip())
+
+
+def f1_score(prediction: str, gold: str, language: str | None = None) -> float:
+    pred_tokens = normalize_answer(prediction, language).split()
+    gold_tokens = normalize_answer(gold, language).split()
+    common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def exact_match(prediction: str, gold: str, language: str | None = None) -> float:
+    return float(normalize_answer(prediction, language) == normalize_answer(gold, language))
+
+
+def qa_scores(examples: Sequence[QAExample], predictions: Sequence[str], language: str | None = None
+              ) -> dict[str, float]:
+    """Exact match and F1 in percent, the best gold answer per question (questions without answers skipped)."""
+    em = f1 = n = 0.0
+    for example, prediction in zip(examples, predictions):
+        golds = [a["text"] for a in example.answers]
+        if not golds:
+            continue
+        n += 1
+        em += max(exact_match(prediction, g, language) for g in golds)
+        f1 += max(f1_score(prediction, g, language) for g in golds)
+    return {"exact_match": 100 * em / max(n, 1), "f1": 100 * f1 / max(n, 1), "questions": int(n)}
+
+
+__all__ = ["QADataError", "QAExample", "QAFeature", "decode_answers", "encode_qa", "exact_match", "f1_score",
+           "load_qa", "normalize_answer", "qa_scores", "read_squad"]
