@@ -91,3 +91,15 @@ def test_bad_qa_input_is_clear(tmp_path):
     with pytest.raises(QADataError, match="not found"):
         load_qa(tmp_path / "missing.json")
     assert QAExample("x", "q", "c", []).answers == []
+
+
+def test_hub_reader_with_a_local_dataset(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    local = datasets.Dataset.from_dict({"id": ["a"], "question": ["wo?"], "context": ["in oslo"],
+                                        "answers": [{"text": ["oslo"], "answer_start": [3]}]})
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config, split: calls.append((name, config, split))
+                        or local)
+    examples = load_qa("google/xquad:de", "validation")
+    assert calls == [("google/xquad", "xquad.de", "validation")]
+    assert examples[0].answers == [{"text": "oslo", "answer_start": 3}] and examples[0].language == "de"

@@ -91,3 +91,25 @@ def test_finetune_learns_ner_and_evaluates_per_language(tagging_backbone, tmp_pa
     assert main(["finetune", "--task", "token-classification", "--model", str(out / "best"), "--train-file", str(bad),
                  "--output-dir", str(tmp_path / "bad"), "--max-steps", "1", "--device", "cpu"]) == 2
     assert "bad.conll:1: tag 'B-CITY' of token 1" in caplog.text
+
+
+def test_hub_readers_with_a_local_dataset(monkeypatch):
+    """The hub path (google/xtreme PAN-X, unimelb-nlp/wikiann) reads tag names from the dataset's ClassLabel."""
+    datasets = pytest.importorskip("datasets")
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                  "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names))})
+    local = datasets.Dataset.from_dict({"tokens": [["anna", "in", "oslo"]], "ner_tags": [[1, 0, 3]]}, features)
+    calls = []
+
+    def fake_load(name, config, split):
+        calls.append((name, config, split))
+        return local
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    sentences = load_tagged("google/xtreme:de", "validation")
+    assert calls == [("google/xtreme", "PAN-X.de", "validation")]
+    assert (sentences[0].tokens, sentences[0].tags, sentences[0].language) == (
+        ["anna", "in", "oslo"], ["B-PER", "O", "B-LOC"], "de")
+    load_tagged("unimelb-nlp/wikiann:sw", "test")
+    assert calls[-1] == ("unimelb-nlp/wikiann", "sw", "test")
