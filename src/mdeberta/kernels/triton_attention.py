@@ -52,12 +52,21 @@ def _build_kernels() -> dict[str, Any]:
         name = "mdeberta.kernels._triton_kernels"
         module = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
         _KERNELS.clear()
-        _KERNELS[key] = {"fwd": module._fwd, "bwd_dq": module._bwd_dq, "bwd_dkdv": module._bwd_dkdv,
+        fwd, tuned = module._fwd, False
+        if key != "1":  # on a GPU the forward's tiles are autotuned per (length, head size); see FORWARD_TILES
+            fwd = triton.autotune(configs=[triton.Config({"BM": bm, "BN": bn}, num_warps=w, num_stages=st)
+                                           for bm, bn, w, st in FORWARD_TILES], key=["L", "D"])(module._fwd)
+            tuned = True
+        _KERNELS[key] = {"fwd": fwd, "fwd_tuned": tuned, "bwd_dq": module._bwd_dq, "bwd_dkdv": module._bwd_dkdv,
                          "mask": module._dropout_mask, "cdiv": triton.cdiv}
     return _KERNELS[key]
 
 
+# Tiles of the interpreter and of the backward kernels (whose position-table gradients are scattered one key column
+# / query row of a tile at a time, so their cost grows with the tile's width).
 BLOCK = 16
+# Forward tiles tried on a GPU (rows, keys, warps, stages): d = 64 wants 64-128 query rows per program.
+FORWARD_TILES = ((128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 3), (32, 32, 4, 2))
 
 
 class _DisentangledFlash(torch.autograd.Function):
@@ -68,9 +77,14 @@ class _DisentangledFlash(torch.autograd.Function):
         rows = c2p.shape[-1]
         out = torch.empty_like(q)
         lse = torch.empty(b, h, length, dtype=torch.float32, device=q.device)
-        grid = (kern["cdiv"](length, BLOCK), b * h)
-        kern["fwd"][grid](q, k, v, c2p, p2c, dist, tokens, out, lse, h, length, rows, scale, seed, dropout_p,
-                          D=d, BM=BLOCK, BN=BLOCK, DROPOUT=dropout_p > 0.0)
+        if kern["fwd_tuned"]:
+            grid = lambda meta: (kern["cdiv"](length, meta["BM"]), b * h)  # noqa: E731
+            kern["fwd"][grid](q, k, v, c2p, p2c, dist, tokens, out, lse, h, length, rows, scale, seed, dropout_p,
+                              D=d, DROPOUT=dropout_p > 0.0)
+        else:
+            grid = (kern["cdiv"](length, BLOCK), b * h)
+            kern["fwd"][grid](q, k, v, c2p, p2c, dist, tokens, out, lse, h, length, rows, scale, seed, dropout_p,
+                              D=d, BM=BLOCK, BN=BLOCK, DROPOUT=dropout_p > 0.0)
         ctx.save_for_backward(q, k, v, c2p, p2c, dist, tokens, out, lse)
         ctx.scale, ctx.dropout_p, ctx.seed = scale, dropout_p, seed
         return out
