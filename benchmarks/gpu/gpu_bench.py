@@ -1,5 +1,6 @@
 """The GPU issue's measurements in one process: speed table against transformers eager, FlashDeBERTa and
-DisentangledFlash; fp16 / bf16 training stability; pretraining tokens/s per preset.
+DisentangledFlash; fp16 / bf16 training stability; pretraining tokens/s per preset; fine-tuning on packed
+sequences (cu_seqlens) against padded batches.
 
     python benchmarks/gpu/gpu_bench.py --out OUT                 # on the H200 (benchmarks/gpu/run.sh calls it)
     python benchmarks/gpu/gpu_bench.py --out OUT --dry-run       # the same code paths on CPU, tiny shapes
@@ -221,6 +222,61 @@ def run_stability(config: Any, device: torch.device, steps: int, batch: int, len
                last_loss=round(statistics.mean(losses[-10:]), 4), seconds=round(time.perf_counter() - start, 1))
 
 
+def nli_like_lengths(count: int, longest: int, seed: int = 0) -> list[int]:
+    """Pair lengths shaped like MNLI's under mdeberta's tokenizer (median ~45 tokens, long right tail), capped."""
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.exp(torch.randn(count, generator=g) * 0.45 + 3.8)
+    return [int(min(longest, max(8, round(float(x))))) for x in raw]
+
+
+def run_packed(config: Any, device: torch.device, steps: int, batch: int, longest: int, record: Recorder) -> None:
+    """Fine-tuning steps (bf16, forward + backward + AdamW) of a classifier on NLI-like lengths, three ways: random
+    batches padded to their longest, length-grouped batches padded (the recipe's default off CUDA), and the same
+    length-grouped batches packed (cu_seqlens, the recipe's default on CUDA). Tokens/s counts real tokens only."""
+    from mdeberta.data.nli import collate, collate_packed
+    from mdeberta.model import DebertaForSequenceClassification
+
+    lengths = nli_like_lengths(steps * batch, longest)
+    g = torch.Generator().manual_seed(1)
+    features = [{"input_ids": torch.randint(4, config.vocab_size, (n,), generator=g).tolist(),
+                 "token_type_ids": [0] * n, "label": i % 3} for i, n in enumerate(lengths)]
+    grouped = sorted(range(len(features)), key=lambda i: lengths[i])
+    plans = {"padded-random": [list(range(i, i + batch)) for i in range(0, len(features), batch)],
+             "padded-grouped": [grouped[i:i + batch] for i in range(0, len(features), batch)]}
+    plans["packed-grouped"] = plans["padded-grouped"]
+    torch.manual_seed(0)
+    state = DebertaForSequenceClassification(config.replace(num_labels=3)).state_dict()
+    for name, plan in plans.items():
+        try:
+            model = DebertaForSequenceClassification(config.replace(num_labels=3)).to(device).train()
+            model.load_state_dict(state)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+            pack = collate_packed if name.startswith("packed") else collate
+            batches = [{k: v.to(device) for k, v in pack([features[i] for i in idx]).items()} for idx in plan]
+            reset_peak(device)
+            times = []
+            for step, b in enumerate(batches + batches[:1]):  # the first is a warm-up (autotuning), timed again
+                sync(device)
+                start = time.perf_counter()
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    loss = model(**b).loss
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                sync(device)
+                if step > 0:
+                    times.append(time.perf_counter() - start)
+            computed = sum(int(b["input_ids"].numel()) for b in batches)
+            seconds = sum(times)
+            record(part="packed", impl=name, steps=len(batches), batch=batch, real_tokens=sum(lengths),
+                   computed_tokens=computed, seconds=round(seconds, 3),
+                   real_tokens_per_s=round(sum(lengths) / seconds, 1), peak_mib=peak_mib(device))
+        except Exception as e:
+            record(part="packed", impl=name, error=repr(e)[:300], trace=traceback.format_exc()[-600:])
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
 def run_pretraining_speed(presets: list[str], device: torch.device, batch: int, length: int, steps: int,
                           record: Recorder, vocab: int | None = None) -> None:
     import importlib.util
@@ -254,7 +310,7 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
     if errors:
         lines += ["", "Errors:", *[f"- {r.get('impl', r.get('preset', r.get('part')))} {r.get('length', '')} "
                                    f"{r.get('mode', '')}: {r['error']}" for r in errors]]
-    other = [r for r in rows if r.get("part") in ("stability", "pretraining") and "error" not in r]
+    other = [r for r in rows if r.get("part") in ("stability", "pretraining", "packed") and "error" not in r]
     if other:
         lines += ["", *[json.dumps(r) for r in other]]
     path.write_text("\n".join(lines) + "\n")
@@ -264,7 +320,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny config and shapes: rehearse every part")
-    p.add_argument("--parts", nargs="+", default=["table", "stability", "pretraining"])
+    p.add_argument("--parts", nargs="+", default=["table", "stability", "pretraining", "packed"])
     p.add_argument("--lengths", type=int, nargs="+", default=None)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS))
@@ -284,6 +340,8 @@ def main() -> None:
                       args.impls)
         if "stability" in args.parts:
             run_stability(base, device, 5 if dry else 200, 4 if dry else 32, 32 if dry else 128, record)
+        if "packed" in args.parts:
+            run_packed(base, device, 3 if dry else 40, 8 if dry else 32, 32 if dry else 128, record)
         if "pretraining" in args.parts:
             run_pretraining_speed(["deberta-v3-micro"] if dry else ["deberta-v3-tiny", "deberta-v3-xsmall",
                                                                      "mdeberta-v3-base"],

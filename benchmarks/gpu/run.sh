@@ -10,7 +10,8 @@
 #   (b) speed table vs transformers eager, FlashDeBERTa, DisentangledFlash (mdeberta-v3-base, bf16)
 #   (c) 200 training steps in fp16 (loss scaling) and bf16, NaNs counted
 #   (d) pretraining tokens/s of the tiny, xsmall and base presets
-#       (b-d: benchmarks/gpu/gpu_bench.py -> results.jsonl, table.md)
+#   (e) fine-tuning steps on NLI-like lengths: padded vs packed (cu_seqlens, the varlen kernels)
+#       (b-e: benchmarks/gpu/gpu_bench.py -> results.jsonl, table.md)
 # The device image has torch, triton and transformers (KINDS.md); the two competitors travel as wheels.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -45,12 +46,14 @@ if [ "$DRY" = "--dry-run" ]; then
 else
     timeout 120 python3 -m pytest -q -x tests/kernels/test_triton_cuda.py > "$OUT/tests.log" 2>&1
     echo "tests: exit $?" >> "$OUT/parts.txt"
-    timeout 210 python3 benchmarks/gpu/gpu_bench.py --out "$OUT" --parts table > "$OUT/bench_table.log" 2>&1
+    timeout 180 python3 benchmarks/gpu/gpu_bench.py --out "$OUT" --parts table > "$OUT/bench_table.log" 2>&1
     echo "table: exit $?" >> "$OUT/parts.txt"
-    timeout 60 python3 benchmarks/gpu/gpu_bench.py --out "$OUT" --parts stability > "$OUT/bench_stability.log" 2>&1
+    timeout 50 python3 benchmarks/gpu/gpu_bench.py --out "$OUT" --parts stability > "$OUT/bench_stability.log" 2>&1
     echo "stability: exit $?" >> "$OUT/parts.txt"
-    timeout 60 python3 benchmarks/gpu/gpu_bench.py --out "$OUT" --parts pretraining > "$OUT/bench_pretraining.log" 2>&1
+    timeout 50 python3 benchmarks/gpu/gpu_bench.py --out "$OUT" --parts pretraining > "$OUT/bench_pretraining.log" 2>&1
     echo "pretraining: exit $?" >> "$OUT/parts.txt"
+    timeout 50 python3 benchmarks/gpu/gpu_bench.py --out "$OUT" --parts packed > "$OUT/bench_packed.log" 2>&1
+    echo "packed: exit $?" >> "$OUT/parts.txt"
 fi
 echo "total: $(( $(date +%s) - start )) s" >> "$OUT/parts.txt"
 cat "$OUT/parts.txt"

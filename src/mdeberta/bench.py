@@ -390,17 +390,22 @@ def run_serving(args: argparse.Namespace, log) -> int:
                 "onnxruntime int8": OnnxModel(tmp / "onnx", INT8_FILE, threads=threads)}
     ours_bf16 = copy.deepcopy(ours).to(torch.bfloat16)
     models = {"ours fp32": ours, "ours bf16": ours_bf16, **sessions, "transformers fp32": theirs}
+    arena_free = {name: OnnxModel(tmp / "onnx", session.file, threads=threads, memory_arena=False)
+                  for name, session in sessions.items()}
     rows = []
     for batch, length in parse_shapes(args.shapes or DEFAULT_SHAPES):
         ids, mask, _ = make_batch(cfg, batch, length)
 
-        def step(name: str, ids: torch.Tensor = ids, mask: torch.Tensor = mask):
+        def step(name: str, memory: bool = False, ids: torch.Tensor = ids, mask: torch.Tensor = mask):
+            model = arena_free[name] if memory else models[name]
+
             def go():
                 with torch.inference_mode():
-                    return models[name](input_ids=ids, attention_mask=mask).logits.float()
+                    return model(input_ids=ids, attention_mask=mask).logits.float()
             return go
 
         steps = {name: step(name) for name in models}
+        memory_steps = {name: step(name, memory=True) for name in arena_free}
         reference = steps["transformers fp32"]()
         diffs = {name: float((fn() - reference).abs().max()) for name, fn in steps.items()}  # also the warm-up
         times: dict[str, list[float]] = {name: [] for name in models}
@@ -408,9 +413,9 @@ def run_serving(args: argparse.Namespace, log) -> int:
             order = list(models)[r % len(models):] + list(models)[:r % len(models)]
             for name in order:
                 times[name].append(timed(steps[name]))
-        # ONNX Runtime keeps its arena between runs, so one more run allocates nothing: not comparable, not shown.
-        peaks = {name: None if name.startswith("onnxruntime") else peak_memory(fn) / 2**20
-                 for name, fn in steps.items()}
+        # ONNX Runtime's arena keeps memory between runs, so one more run would allocate nothing: its peak is
+        # measured on an arena-free session of the same file (same outputs, every buffer returned after the run).
+        peaks = {name: peak_memory(memory_steps.get(name, fn)) / 2**20 for name, fn in steps.items()}
         tok = {name: batch * length / statistics.median(v) for name, v in times.items()}
         rows.append({"batch": batch, "length": length, "tokens_per_s": tok, "peak_mb": peaks, "max_abs_diff": diffs,
                      "loadavg": os.getloadavg()[0]})
@@ -426,8 +431,9 @@ def run_serving(args: argparse.Namespace, log) -> int:
     lines = [f"Command: `mdeberta bench --serving {' '.join(sys.argv[3:]) if len(sys.argv) > 3 else ''}`".strip(), "",
              f"Machine: {info['cpu']}, {info['cores']} cores, {threads} threads for torch and ONNX Runtime, torch "
              f"{info['torch']}; preset `{args.preset}` (random weights, sequence classification), median of "
-             f"{args.repeats} alternating runs; peak memory of one more run (ONNX Runtime: `-`, its arena is "
-             f"kept between runs); max |logit diff| against transformers fp32 in brackets.", "",
+             f"{args.repeats} alternating runs; peak memory: resident-set growth during one more run (ONNX "
+             f"Runtime: on a session without its memory arena, which would hide the run's allocations); max "
+             f"|logit diff| against transformers fp32 in brackets.", "",
              "| batch x len | " + " | ".join(SERVING_IMPLS) + " | int8 / transformers fp32 | load avg |",
              "|" + "---|" * (len(SERVING_IMPLS) + 3)]
     for r in rows:

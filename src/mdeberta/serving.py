@@ -269,7 +269,9 @@ class OnnxModel:
     training = False
 
     def __init__(self, folder: str | os.PathLike, file: str | None = None, threads: int | None = None,
-                 providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+                 providers: Sequence[str] = ("CPUExecutionProvider",), memory_arena: bool = True) -> None:
+        """``memory_arena=False`` makes ONNX Runtime return its working memory after every run (slower; what
+        ``mdeberta bench --serving`` uses to measure a run's peak memory, which the arena would hide)."""
         _, ort = _require_onnx()
         folder = Path(folder)
         if not is_onnx_folder(folder):
@@ -283,6 +285,9 @@ class OnnxModel:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not memory_arena:
+            options.enable_cpu_mem_arena = False
+            options.enable_mem_pattern = False
         self.session = ort.InferenceSession(str(folder / self.file), options, providers=list(providers))
 
     @property

@@ -114,10 +114,12 @@ def test_serving_bench_compares_five_implementations(tmp_path):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "res"
     md = tmp_path / "BENCHMARKS.md"
-    rc = bench.main(["--serving", "--preset", "deberta-v3-micro", "--shapes", "2x16", "--repeats", "1",
-                     "--output-dir", str(out), "--update-benchmarks-md", str(md), "--quiet", "--threads", "1"])
+    rc = bench.main(["--serving", "--preset", "deberta-v3-micro", "--shapes", "2x16,4x256", "--repeats",
+                     "1", "--output-dir", str(out), "--update-benchmarks-md", str(md), "--quiet", "--threads", "1"])
     assert rc == 0
-    row = json.loads((out / "bench_serving.json").read_text())["rows"][0]
+    row, longer = json.loads((out / "bench_serving.json").read_text())["rows"]
     assert set(row["tokens_per_s"]) == set(bench.SERVING_IMPLS)
     assert row["max_abs_diff"]["onnxruntime fp32"] < 1e-4 and row["max_abs_diff"]["ours fp32"] < 1e-4
+    # every implementation's working memory is measured, ONNX Runtime's too (on an arena-free session)
+    assert all(longer["peak_mb"][name] > 1 for name in bench.SERVING_IMPLS), longer["peak_mb"]
     assert "## Serving on CPU (ONNX Runtime)" in md.read_text() and "int8 / transformers fp32" in md.read_text()

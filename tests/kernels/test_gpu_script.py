@@ -36,5 +36,10 @@ def test_dry_run_runs_every_part(gpu_bench, tmp_path, monkeypatch):
     stability = [r for r in rows if r["part"] == "stability" and "nan_losses" in r]
     assert stability and all(r["nan_losses"] == 0 for r in stability)
     assert any(r["part"] == "pretraining" and r.get("tokens_per_s", 0) > 0 for r in rows)
+    packed = {r["impl"]: r for r in rows if r["part"] == "packed" and "error" not in r}
+    assert set(packed) == {"padded-random", "padded-grouped", "packed-grouped"}
+    # packing computes exactly the real tokens; padding computes more
+    assert packed["packed-grouped"]["computed_tokens"] == packed["packed-grouped"]["real_tokens"]
+    assert packed["padded-random"]["computed_tokens"] > packed["padded-random"]["real_tokens"]
     table = (tmp_path / "table.md").read_text()
     assert "| 32 | 8 | train | ours |" in table and "Errors:" in table

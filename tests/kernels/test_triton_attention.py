@@ -45,6 +45,21 @@ def case(length, buckets, max_rel, terms="both", seed=0, pad=True, dtype=torch.f
     return cast, slots, mask
 
 
+def assert_same_forward_and_backward(reference, candidate, tensors):
+    """Run each (a function of the input leaves -> output) forward and backward under one fixed output weighting;
+    outputs and every input gradient must agree."""
+    results = []
+    for fn in (reference, candidate):
+        leaves = [t.clone().requires_grad_() if t is not None else None for t in tensors]
+        out = fn(leaves)
+        weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+        (out * weights).sum().backward()
+        results.append((out.detach(), [t.grad for t in leaves if t is not None]))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-5)
+    for got, want in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("length,buckets,max_rel,terms", [
     (20, 8, 32, "both"),   # log buckets: several keys of a row share a slot
     (37, -1, 12, "c2p"),   # clamped distances
@@ -53,16 +68,8 @@ def case(length, buckets, max_rel, terms="both", seed=0, pad=True, dtype=torch.f
 ])
 def test_triton_forward_and_backward_match_reference(length, buckets, max_rel, terms):
     tensors, slots, mask = case(length, buckets, max_rel, terms)
-    results = []
-    for fn in (reference_attention, ta.triton_attention):
-        leaves = [t.clone().requires_grad_() if t is not None else None for t in tensors]
-        out, _ = fn(*leaves, slots, mask, 0.3)
-        weights = torch.linspace(-1, 1, out.numel()).view_as(out)
-        (out * weights).sum().backward()
-        results.append((out.detach(), [t.grad for t in leaves if t is not None]))
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-5)
-    for got, want in zip(results[1][1], results[0][1]):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert_same_forward_and_backward(lambda x: reference_attention(*x, slots, mask, 0.3)[0],
+                                     lambda x: ta.triton_attention(*x, slots, mask, 0.3)[0], tensors)
 
 
 def test_triton_kernel_is_used_not_the_fallback(monkeypatch):
@@ -97,19 +104,9 @@ def test_dropout_inside_the_kernel_matches_reference_with_the_same_mask(length, 
     keep = ta.dropout_keep_mask(seed, 2, 2, length, p, "cpu")
     assert keep.shape == (2, 2, length, length)
     assert abs(keep.float().mean().item() - (1 - p)) < 0.05
-    results = []
-    for kind in ("reference", "triton"):
-        leaves = [t.clone().requires_grad_() if t is not None else None for t in tensors]
-        if kind == "reference":
-            out = _reference_with_mask(leaves, slots, mask, 0.3, keep, p)
-        else:
-            out, _ = ta.flash_attention(*leaves, slots, mask, 0.3, dropout_p=p, seed=seed)
-        weights = torch.linspace(-1, 1, out.numel()).view_as(out)
-        (out * weights).sum().backward()
-        results.append((out.detach(), [t.grad for t in leaves if t is not None]))
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-5)
-    for got, want in zip(results[1][1], results[0][1]):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert_same_forward_and_backward(
+        lambda x: _reference_with_mask(x, slots, mask, 0.3, keep, p),
+        lambda x: ta.flash_attention(*x, slots, mask, 0.3, dropout_p=p, seed=seed)[0], tensors)
 
 
 def test_dropout_seed_is_reproducible_and_drawn_from_torch():
@@ -125,3 +122,48 @@ def test_dropout_seed_is_reproducible_and_drawn_from_torch():
     assert torch.equal(d, e)  # the seed comes from torch's generator: seeding makes runs repeat
     assert not torch.equal(ta.dropout_keep_mask(1, 1, 1, 16, 0.5, "cpu"), ta.dropout_keep_mask(2, 1, 1, 16, 0.5,
                                                                                                  "cpu"))
+
+
+def packed_case(lengths, buckets=8, max_rel=32, terms="both", seed=0):
+    """Three sequences of different lengths packed into one row (1, H, T, d)."""
+    from mdeberta.model.attention import PackedSequences
+
+    total = sum(lengths)
+    tensors, slots, _ = case(total, buckets, max_rel, terms, seed, pad=False)
+    tensors = [t[:1].contiguous() if t is not None and t.dim() == 4 else t for t in tensors]
+    return tensors, slots, PackedSequences.from_lengths(lengths)
+
+
+@pytest.mark.parametrize("lengths,terms,dropout", [
+    ((5, 17, 9), "both", 0.0),   # sequences cross tile boundaries; blocks past a short sequence return at once
+    ((16, 3, 12), "c2p", 0.0),
+    ((7, 20), "both", 0.25),     # dropout: the dense (1, H, T, T) mask's numbers at the same places
+])
+def test_packed_sequences_match_the_block_diagonal_reference(lengths, terms, dropout):
+    tensors, slots, packed = packed_case(lengths, terms=terms)
+    total = sum(lengths)
+    mask = packed.pair_mask()
+    assert mask.shape == (1, 1, total, total) and not bool(mask[0, 0, 0, lengths[0]])
+    keep = ta.dropout_keep_mask(99, 1, 2, total, dropout, "cpu") if dropout else torch.ones(1)
+    assert_same_forward_and_backward(
+        lambda x: _reference_with_mask(x, slots, mask, 0.3, keep, dropout),
+        lambda x: ta.flash_attention(*x, slots, packed, 0.3, dropout_p=dropout, seed=99)[0], tensors)
+
+
+def test_packed_sequences_equal_each_sequence_alone(monkeypatch):
+    """A packed row gives every sequence what it gets alone (relative positions restart per sequence), and the
+    varlen kernel, not the fallback, computed it."""
+    lengths = (6, 13)
+    tensors, slots, packed = packed_case(lengths)
+    monkeypatch.setattr(ta, "sdpa_attention", lambda *a, **k: pytest.fail("fell back to SDPA"))
+    out, _ = ta.flash_attention(*tensors, slots, packed, 0.3)
+    cfg = preset("deberta-v3-micro", position_buckets=8, max_relative_positions=32)
+    start = 0
+    for n in lengths:
+        rows, own_slots = compact_relative_position_slots(n, n, cfg)
+        full_rows, _ = compact_relative_position_slots(sum(lengths), sum(lengths), cfg)
+        pick = torch.searchsorted(full_rows, rows)  # this length's table rows inside the packed row's table
+        q, k, v, pk, pq = (t[:, :, start:start + n] if t.dim() == 4 else t[:, pick] for t in tensors)
+        alone, _ = reference_attention(q, k, v, pk, pq, own_slots, torch.ones(1, 1, n, n, dtype=torch.bool), 0.3)
+        torch.testing.assert_close(out[:, :, start:start + n], alone, rtol=0, atol=1e-5)
+        start += n

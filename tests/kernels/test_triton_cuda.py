@@ -45,6 +45,29 @@ def case(length, buckets, max_rel, terms="both", heads=4, d=64, dtype=torch.floa
     return [t.to(dtype) if t is not None else None for t in (q, k, v, pk, pq)], slots, mask
 
 
+def assert_same_forward_and_backward(reference, candidate, tensors, dtype):
+    """Both functions (input leaves cast to ``dtype`` -> output) forward and backward under one fixed output
+    weighting, gradients taken in fp32; outputs and input gradients agree within ``dtype``'s tolerance."""
+    results = []
+    for fn in (reference, candidate):
+        leaves = [t.float().clone().requires_grad_() if t is not None else None for t in tensors]
+        out = fn([t.to(dtype) if t is not None else None for t in leaves])
+        weights = torch.linspace(-1, 1, out.numel(), device=DEVICE).view_as(out)
+        (out.float() * weights).sum().backward()
+        results.append((out.detach().float(), [t.grad for t in leaves if t is not None]))
+    rtol, atol = TOLERANCE[dtype]
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=rtol, atol=atol)
+    for got, want in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(got, want, rtol=rtol, atol=atol * 10)
+
+
+def reference_with_keep(inputs, slots, mask, keep, p):
+    """The reference's probabilities with a given dropout keep mask applied as F.dropout would."""
+    q, k, v, pk, pq = inputs
+    _, probs = reference_attention(q, k, v, pk, pq, slots, mask, 0.125, 0.0, output_attentions=True)
+    return torch.matmul(probs * keep / (1 - p), v)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("length,buckets,max_rel,terms", [
     (128, 256, -1, "both"),
@@ -55,18 +78,8 @@ def case(length, buckets, max_rel, terms="both", heads=4, d=64, dtype=torch.floa
 ])
 def test_forward_and_backward_match_reference_on_gpu(length, buckets, max_rel, terms, dtype):
     tensors, slots, mask = case(length, buckets, max_rel, terms, dtype=dtype)
-    results = []
-    for fn in (reference_attention, ta.triton_attention):
-        leaves = [t.float().clone().requires_grad_() if t is not None else None for t in tensors]
-        inputs = [t.to(dtype) if t is not None else None for t in leaves]
-        out, _ = fn(*inputs, slots, mask, 0.125)
-        weights = torch.linspace(-1, 1, out.numel(), device=DEVICE).view_as(out)
-        (out.float() * weights).sum().backward()
-        results.append((out.detach().float(), [t.grad for t in leaves if t is not None]))
-    rtol, atol = TOLERANCE[dtype]
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=rtol, atol=atol)
-    for got, want in zip(results[1][1], results[0][1]):
-        torch.testing.assert_close(got, want, rtol=rtol, atol=atol * 10)
+    assert_same_forward_and_backward(lambda x: reference_attention(*x, slots, mask, 0.125)[0],
+                                     lambda x: ta.triton_attention(*x, slots, mask, 0.125)[0], tensors, dtype)
 
 
 def test_kernel_runs_not_the_fallback(monkeypatch):
@@ -99,20 +112,45 @@ def test_dropout_inside_the_kernel_on_gpu(dtype):
     tensors, slots, mask = case(length, 256, -1, dtype=dtype)
     keep = ta.dropout_keep_mask(seed, 2, 4, length, p, DEVICE)
     assert abs(keep.float().mean().item() - (1 - p)) < 0.01
-    results = []
-    for kind in ("reference", "triton"):
-        leaves = [t.float().clone().requires_grad_() if t is not None else None for t in tensors]
-        inputs = [t.to(dtype) if t is not None else None for t in leaves]
-        if kind == "reference":
-            q, k, v, pk, pq = inputs
-            _, probs = reference_attention(q, k, v, pk, pq, slots, mask, 0.125, 0.0, output_attentions=True)
-            out = torch.matmul(probs * keep / (1 - p), v)
-        else:
-            out, _ = ta.flash_attention(*inputs, slots, mask, 0.125, dropout_p=p, seed=seed)
-        weights = torch.linspace(-1, 1, out.numel(), device=DEVICE).view_as(out)
-        (out.float() * weights).sum().backward()
-        results.append((out.detach().float(), [t.grad for t in leaves if t is not None]))
-    rtol, atol = TOLERANCE[dtype]
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=rtol, atol=atol)
-    for got, want in zip(results[1][1], results[0][1]):
-        torch.testing.assert_close(got, want, rtol=rtol, atol=atol * 10)
+    assert_same_forward_and_backward(
+        lambda x: reference_with_keep(x, slots, mask, keep, p),
+        lambda x: ta.flash_attention(*x, slots, mask, 0.125, dropout_p=p, seed=seed)[0], tensors, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_packed_sequences_on_gpu(dtype, dropout):
+    """The varlen kernels (cu_seqlens) against the reference with the block-diagonal mask, dropout included."""
+    from mdeberta.model.attention import PackedSequences
+
+    lengths = (37, 128, 5, 300, 64)
+    total, seed = sum(lengths), 7
+    tensors, slots, _ = case(total, 256, -1, dtype=dtype)
+    tensors = [t[:1].contiguous() if t is not None and t.dim() == 4 else t for t in tensors]
+    packed = PackedSequences.from_lengths(lengths, DEVICE)
+    mask = packed.pair_mask()
+    keep = ta.dropout_keep_mask(seed, 1, 4, total, dropout, DEVICE) if dropout else torch.ones(1, device=DEVICE)
+    assert_same_forward_and_backward(
+        lambda x: reference_with_keep(x, slots, mask, keep, dropout),
+        lambda x: ta.flash_attention(*x, slots, packed, 0.125, dropout_p=dropout, seed=seed)[0], tensors, dtype)
+
+
+def test_packed_classifier_matches_padded_on_gpu():
+    from mdeberta.model import DebertaForSequenceClassification
+    from mdeberta.model.attention import PackedSequences
+
+    torch.manual_seed(0)
+    model = DebertaForSequenceClassification(preset("deberta-v3-xsmall", vocab_size=1000, num_labels=3))
+    model = model.to(DEVICE).eval()
+    lengths = [90, 17, 128, 45]
+    g = torch.Generator().manual_seed(1)
+    seqs = [torch.randint(4, 1000, (n,), generator=g) for n in lengths]
+    ids = torch.zeros(len(seqs), max(lengths), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = s
+    mask = (ids != 0).long()
+    cu = PackedSequences.from_lengths(lengths).cu_seqlens
+    with torch.no_grad():
+        padded = model(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE)).logits
+        packed = model(input_ids=torch.cat(seqs)[None].to(DEVICE), cu_seqlens=cu.to(DEVICE)).logits
+    torch.testing.assert_close(packed, padded, rtol=1e-3, atol=1e-3)

@@ -185,3 +185,23 @@ def test_warmup_ratio_and_layerwise_lr_decay(tiny_backbone, synthetic_nli, tmp_p
         assert run_finetune(tiny_backbone, synthetic_nli, tmp_path / "bad", flag, value) == 2
         assert any(flag in r.getMessage() for r in caplog.records)
         assert not (tmp_path / "bad").exists()  # checked before anything is read or written
+
+
+def test_packed_sequences_train_exactly_like_padded_batches(tiny_backbone, synthetic_nli, tmp_path):
+    """--pack-sequences on (what auto does on CUDA) computes no padding and yet the same training: with dropout off,
+    the weights after 4 steps equal those of padded batches."""
+    backbone = tmp_path / "no_dropout"
+    shutil.copytree(tiny_backbone, backbone)
+    config = json.loads((backbone / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pooler_dropout=0.0, cls_dropout=0.0)
+    (backbone / "config.json").write_text(json.dumps(config))
+    states = {}
+    for mode in ("off", "on"):
+        out = tmp_path / mode
+        assert run_finetune(backbone, synthetic_nli, out, "--max-steps", "4", "--pack-sequences", mode) == 0
+        assert json.loads((out / "final" / "training_info.json").read_text())["packed_sequences"] == (mode == "on")
+        states[mode] = load_state_dict(out / "final")[0]
+        train = [r for r in records(out) if "loss" in r]
+        assert len(train) == 4 and all(r["tokens_per_s"] > 0 for r in train)
+    for k in states["off"]:
+        torch.testing.assert_close(states["on"][k], states["off"][k], rtol=1e-4, atol=1e-5, msg=k)

@@ -113,3 +113,36 @@ def test_hub_readers_with_a_local_dataset(monkeypatch):
         ["anna", "in", "oslo"], ["B-PER", "O", "B-LOC"], "de")
     load_tagged("unimelb-nlp/wikiann:sw", "test")
     assert calls[-1] == ("unimelb-nlp/wikiann", "sw", "test")
+
+
+def test_packed_token_classification_trains_like_padded(tagging_backbone, tmp_path, caplog):
+    """--pack-sequences on: tags (1, T) over the packed row; with dropout off, 3 steps give the padded weights.
+    QA cannot be packed and says so."""
+    import shutil
+
+    import torch
+
+    from mdeberta.checkpoint import load_state_dict
+
+    backbone = tmp_path / "no_dropout"
+    shutil.copytree(tagging_backbone, backbone)
+    config = json.loads((backbone / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (backbone / "config.json").write_text(json.dumps(config))
+    train = write_conll(tmp_path / "train.conll", synthetic_sentences(48, seed=1))
+    states = {}
+    for mode in ("off", "on"):
+        assert main(["finetune", "--task", "token-classification", "--model", str(backbone), "--train-file",
+                     str(train), "--output-dir", str(tmp_path / mode), "--batch-size", "16", "--max-steps", "3",
+                     "--max-seq-length", "32", "--device", "cpu", "--pack-sequences", mode]) == 0
+        states[mode] = load_state_dict(tmp_path / mode / "final")[0]
+    for k in states["off"]:
+        torch.testing.assert_close(states["on"][k], states["off"][k], rtol=1e-4, atol=1e-5, msg=k)
+    caplog.clear()
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "anna met bruno", "qas": [
+        {"id": "q", "question": "who ?", "answers": [{"text": "anna", "answer_start": 0}]}]}]}]}))
+    assert main(["finetune", "--task", "question-answering", "--model", str(backbone), "--train-file", str(squad),
+                 "--output-dir", str(tmp_path / "qa"), "--max-steps", "1", "--device", "cpu",
+                 "--pack-sequences", "on"]) == 2
+    assert "cannot be packed" in caplog.text

@@ -444,6 +444,20 @@ def collate(features: Sequence[dict[str, Any]], pad_token_id: int = 0) -> dict[s
     return batch
 
 
+def collate_packed(features: Sequence[dict[str, Any]], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
+    """The batch as one row of its sequences back to back, with ``cu_seqlens`` (see ``DebertaModel.forward``):
+    no padding token is computed. ``labels`` stay one per sequence."""
+    from mdeberta.model.attention import PackedSequences
+
+    lengths = [len(f["input_ids"]) for f in features]
+    batch = {"input_ids": torch.tensor([t for f in features for t in f["input_ids"]], dtype=torch.long)[None],
+             "token_type_ids": torch.tensor([t for f in features for t in f["token_type_ids"]], dtype=torch.long)[None],
+             "cu_seqlens": PackedSequences.from_lengths(lengths).cu_seqlens}
+    if all(f.get("label") is not None for f in features):
+        batch["labels"] = torch.tensor([f["label"] for f in features], dtype=torch.long)
+    return batch
+
+
 def length_grouped_batches(
     lengths: Sequence[int], batch_size: int, seed: int, epoch: int = 0, megabatch_factor: int = 50,
 ) -> list[list[int]]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mdeberta.model.attention import reference_attention, tensor_state
+from mdeberta.model.attention import dense_mask, reference_attention, tensor_state
 
 # Use slot scores + gather instead of distance tables when 2L - 1 > gather_threshold * (number of slot rows).
 GATHER_THRESHOLD = 2.0
@@ -130,6 +130,7 @@ def sdpa_attention(
     output_attentions: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Drop-in for :func:`reference_attention` (same arguments and result) through fused SDPA."""
+    mask = dense_mask(mask)
     if output_attentions or query.shape[-2] != key.shape[-2]:
         return reference_attention(query, key, value, pos_key, pos_query, slots, mask, scale, dropout_p,
                                    output_attentions)
@@ -190,6 +191,7 @@ def blocked_attention(
       S += P[i0:i1]                                    p2c: P = view(k Qr_byDistance^T)^T, once per (batch, head)
       out[i0:i1] = softmax(masked S) v
     """
+    mask = dense_mask(mask)
     length = query.shape[-2]
     has_pos = pos_key is not None or pos_query is not None
     dist = distance_slots(slots) if has_pos else None

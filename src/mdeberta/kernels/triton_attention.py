@@ -22,6 +22,11 @@ so runs are reproducible and resume exactly. The softmax normalises over all key
 scaled by 1/(1-p), as ``F.dropout`` on the probabilities does. ``dropout_keep_mask`` returns the mask of a seed
 (the tests compare with the reference under that mask).
 
+Packed sequences (``mask`` a :class:`~mdeberta.model.attention.PackedSequences`, q (1, H, T, d), FlashAttention's
+varlen layout): program (m, s * H + h) handles query block m of sequence s, head h, and loops over that sequence's
+keys only, so a packed or length-grouped batch computes no padding; blocks past a sequence's end return at once.
+Their dropout numbers are those of the dense (1, H, T, T) matrix at the same places.
+
 Fully padded query rows follow the reference: a uniform softmax over all keys, with no gradient reaching q or k.
 Cases the kernel does not cover (``output_attentions``, masks that are not an outer product, head sizes that are
 not a power of two >= 16, Lq != Lk) go to the fused SDPA path, which is exact for them.
@@ -35,6 +40,7 @@ from typing import Any
 import torch
 
 from mdeberta.kernels.cpu_attention import distance_slots, sdpa_attention
+from mdeberta.model.attention import PackedSequences
 
 _KERNELS: dict[str, Any] = {}
 
@@ -70,42 +76,53 @@ FORWARD_TILES = ((128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 3), (32, 32, 4, 2)
 
 
 class _DisentangledFlash(torch.autograd.Function):
+    """q, k, v (B, H, T, d). Padded: ``tokens`` (B, T) marks the real tokens. Packed (B = 1): ``cu_seqlens``
+    (N + 1,) int32 marks the sequences, the grid has one program row per (sequence, head)."""
+
     @staticmethod
-    def forward(ctx, q, k, v, c2p, p2c, dist, tokens, scale, dropout_p, seed):  # type: ignore[override]
+    def forward(ctx, q, k, v, c2p, p2c, dist, tokens, cu_seqlens, max_seqlen, scale, dropout_p,  # type: ignore[override]
+                seed):
         kern = _build_kernels()
         b, h, length, d = q.shape
         rows = c2p.shape[-1]
-        out = torch.empty_like(q)
-        lse = torch.empty(b, h, length, dtype=torch.float32, device=q.device)
+        varlen = cu_seqlens is not None
+        programs = (cu_seqlens.numel() - 1 if varlen else b) * h
+        longest = max_seqlen if varlen else length
+        cu = cu_seqlens if varlen else tokens  # the unused pointer of each mode: any tensor on the device
+        tokens = tokens if not varlen else cu_seqlens
+        out = torch.empty_like(q) if not varlen else torch.zeros_like(q)
+        lse = torch.zeros(b, h, length, dtype=torch.float32, device=q.device)
+        flags = dict(D=d, DROPOUT=dropout_p > 0.0, VARLEN=varlen)
         if kern["fwd_tuned"]:
-            grid = lambda meta: (kern["cdiv"](length, meta["BM"]), b * h)  # noqa: E731
-            kern["fwd"][grid](q, k, v, c2p, p2c, dist, tokens, out, lse, h, length, rows, scale, seed, dropout_p,
-                              D=d, DROPOUT=dropout_p > 0.0)
+            grid = lambda meta: (kern["cdiv"](longest, meta["BM"]), programs)  # noqa: E731
+            kern["fwd"][grid](q, k, v, c2p, p2c, dist, tokens, cu, out, lse, h, length, rows, scale, seed, dropout_p,
+                              **flags)
         else:
-            grid = (kern["cdiv"](length, BLOCK), b * h)
-            kern["fwd"][grid](q, k, v, c2p, p2c, dist, tokens, out, lse, h, length, rows, scale, seed, dropout_p,
-                              D=d, BM=BLOCK, BN=BLOCK, DROPOUT=dropout_p > 0.0)
-        ctx.save_for_backward(q, k, v, c2p, p2c, dist, tokens, out, lse)
+            grid = (kern["cdiv"](longest, BLOCK), programs)
+            kern["fwd"][grid](q, k, v, c2p, p2c, dist, tokens, cu, out, lse, h, length, rows, scale, seed, dropout_p,
+                              BM=BLOCK, BN=BLOCK, **flags)
+        ctx.save_for_backward(q, k, v, c2p, p2c, dist, tokens, cu, out, lse)
         ctx.scale, ctx.dropout_p, ctx.seed = scale, dropout_p, seed
+        ctx.varlen, ctx.programs, ctx.longest = varlen, programs, longest
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         kern = _build_kernels()
-        q, k, v, c2p, p2c, dist, tokens, out, lse = ctx.saved_tensors
+        q, k, v, c2p, p2c, dist, tokens, cu, out, lse = ctx.saved_tensors
         b, h, length, d = q.shape
         rows = c2p.shape[-1]
         grad_out = grad_out.contiguous()
         delta = (grad_out.float() * out.float()).sum(-1).contiguous()
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
         dc2p, dp2c = torch.zeros_like(c2p), torch.zeros_like(p2c)
-        grid = (kern["cdiv"](length, BLOCK), b * h)
-        dropout = dict(DROPOUT=ctx.dropout_p > 0.0)
-        kern["bwd_dq"][grid](q, k, v, c2p, p2c, dist, tokens, grad_out, lse, delta, dq, dc2p, h, length, rows,
-                             ctx.scale, ctx.seed, ctx.dropout_p, D=d, BM=BLOCK, BN=BLOCK, **dropout)
-        kern["bwd_dkdv"][grid](q, k, v, c2p, p2c, dist, tokens, grad_out, lse, delta, dk, dv, dp2c, h, length,
-                               rows, ctx.scale, ctx.seed, ctx.dropout_p, D=d, BM=BLOCK, BN=BLOCK, **dropout)
-        return dq, dk, dv, dc2p, dp2c, None, None, None, None, None
+        grid = (kern["cdiv"](ctx.longest, BLOCK), ctx.programs)
+        flags = dict(D=d, BM=BLOCK, BN=BLOCK, DROPOUT=ctx.dropout_p > 0.0, VARLEN=ctx.varlen)
+        kern["bwd_dq"][grid](q, k, v, c2p, p2c, dist, tokens, cu, grad_out, lse, delta, dq, dc2p, h, length, rows,
+                             ctx.scale, ctx.seed, ctx.dropout_p, **flags)
+        kern["bwd_dkdv"][grid](q, k, v, c2p, p2c, dist, tokens, cu, grad_out, lse, delta, dk, dv, dp2c, h, length,
+                               rows, ctx.scale, ctx.seed, ctx.dropout_p, **flags)
+        return dq, dk, dv, dc2p, dp2c, None, None, None, None, None, None, None
 
 
 def dropout_keep_mask(seed: int, batch: int, heads: int, length: int, dropout_p: float,
@@ -141,7 +158,7 @@ def triton_attention(
     pos_key: torch.Tensor | None,
     pos_query: torch.Tensor | None,
     slots: torch.Tensor | None,
-    mask: torch.Tensor,
+    mask: torch.Tensor | PackedSequences,
     scale: float,
     dropout_p: float = 0.0,
     output_attentions: bool = False,
@@ -157,21 +174,26 @@ def flash_attention(
     pos_key: torch.Tensor | None,
     pos_query: torch.Tensor | None,
     slots: torch.Tensor | None,
-    mask: torch.Tensor,
+    mask: torch.Tensor | PackedSequences,
     scale: float,
     dropout_p: float = 0.0,
     output_attentions: bool = False,
     seed: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``triton_attention`` with an explicit dropout ``seed`` (None: drawn from PyTorch's generator)."""
+    """``triton_attention`` with an explicit dropout ``seed`` (None: drawn from PyTorch's generator).
+
+    ``mask`` may be :class:`PackedSequences` (query (1, H, T, d)): the varlen kernels then run one program row
+    per (sequence, head), and no pair across sequences is ever computed."""
     batch, heads, length, d = query.shape
+    packed = mask if isinstance(mask, PackedSequences) else None
     fallback = output_attentions or key.shape[-2] != length or d < 16 or d & (d - 1) != 0
+    fallback = fallback or (packed is not None and batch != 1)
     dist = tokens = None
     if not fallback:
         has_pos = pos_key is not None or pos_query is not None
         dist = distance_slots(slots) if has_pos else torch.zeros(2 * length - 1, dtype=torch.long)
-        tokens = token_mask_of(mask)
-        fallback = dist is None or tokens is None
+        tokens = token_mask_of(mask) if packed is None else None
+        fallback = dist is None or (tokens is None and packed is None)
     if fallback:
         return sdpa_attention(query, key, value, pos_key, pos_query, slots, mask, scale, dropout_p,
                               output_attentions)
@@ -184,9 +206,10 @@ def flash_attention(
            else zeros)
     if dropout_p > 0.0 and seed is None:
         seed = new_dropout_seed()
+    cu = packed.cu_seqlens.to(device=device, dtype=torch.int32).contiguous() if packed is not None else None
     out = _DisentangledFlash.apply(
         query.contiguous(), key.contiguous(), value.contiguous(), c2p.contiguous(), p2c.contiguous(),
-        dist.to(device=device, dtype=torch.int32).contiguous(), tokens.to(device), float(scale), float(dropout_p),
-        int(seed or 0),
+        dist.to(device=device, dtype=torch.int32).contiguous(), tokens.to(device) if tokens is not None else None,
+        cu, packed.max_seqlen if packed is not None else length, float(scale), float(dropout_p), int(seed or 0),
     )
     return out, None

@@ -16,6 +16,10 @@ where n_pos is the number of position terms enabled by ``pos_att_type``. (transf
 S - bucket(j - i); the bucket function is odd, so it is the same slot δ(i, j).) Padding is an outer-product mask:
 pair (i, j) takes part only if both tokens are real. The output is softmax(a) @ v.
 
+Packed sequences (:class:`PackedSequences`, FlashAttention's ``cu_seqlens``): several sequences concatenated into
+one row, each attending only within itself. Since δ depends on i - j only, the packed row's slot table gives every
+pair its in-sequence position; the mask is block-diagonal.
+
 ``DisentangledSelfAttention`` computes the projections and the slot table; the score/softmax/value part is an
 *attention backend*: a function with the signature of :func:`reference_attention`. Faster backends (a fused CPU
 path, a Triton kernel) live in ``mdeberta.kernels``, register themselves in ``ATTENTION_BACKENDS`` and are tested
@@ -30,7 +34,8 @@ the same scores from the compact table.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -135,6 +140,72 @@ def compact_relative_position_slots(
     return rows, slots
 
 
+# --------------------------------------------------------------------------- packed sequences
+@dataclass(frozen=True)
+class PackedSequences:
+    """N sequences concatenated into one row of T tokens: sequence s is tokens ``cu_seqlens[s] : cu_seqlens[s+1]``.
+
+    It is what a backend receives as ``mask`` for a packed batch (B = 1): no padding is computed. The Triton kernel
+    runs it as FlashAttention's varlen API does (one program row per sequence and head); the other backends use
+    the equivalent block-diagonal :meth:`pair_mask`.
+    """
+
+    cu_seqlens: torch.Tensor  # (N + 1,) int32: 0, then the running total of the lengths
+    max_seqlen: int
+
+    @classmethod
+    def from_lengths(cls, lengths: Sequence[int] | torch.Tensor, device: torch.device | str | None = None
+                     ) -> PackedSequences:
+        lengths = torch.as_tensor(lengths, dtype=torch.int64)
+        if lengths.dim() != 1 or lengths.numel() == 0 or bool((lengths <= 0).any()):
+            raise ValueError(f"packed sequence lengths must be a non-empty list of positive ints, got {lengths}")
+        cu = torch.zeros(lengths.numel() + 1, dtype=torch.int32)
+        cu[1:] = torch.cumsum(lengths, 0)
+        return cls(cu.to(device) if device is not None else cu, int(lengths.max()))
+
+    @classmethod
+    def from_cu_seqlens(cls, cu_seqlens: torch.Tensor, total: int) -> PackedSequences:
+        """Checks ``cu_seqlens`` (0 first, increasing, ``total`` last) with errors that say what is wrong."""
+        cu = torch.as_tensor(cu_seqlens)
+        if cu.dim() != 1 or cu.numel() < 2 or cu.dtype.is_floating_point:
+            raise ValueError(f"cu_seqlens must be a 1-D integer tensor of N + 1 offsets, got shape {tuple(cu.shape)} "
+                             f"{cu.dtype}")
+        lengths = cu[1:] - cu[:-1]
+        if int(cu[0]) != 0 or int(cu[-1]) != total or bool((lengths <= 0).any()):
+            raise ValueError(f"cu_seqlens must start at 0, increase strictly and end at the packed length {total}; "
+                             f"got {cu.tolist()}")
+        return cls(cu.to(torch.int32), int(lengths.max()))
+
+    @property
+    def num_sequences(self) -> int:
+        return self.cu_seqlens.numel() - 1
+
+    @property
+    def starts(self) -> torch.Tensor:
+        """(N,) index of each sequence's first token (its [CLS]) in the packed row."""
+        return self.cu_seqlens[:-1].long()
+
+    def sequence_ids(self) -> torch.Tensor:
+        """(T,) which sequence each token belongs to."""
+        lengths = (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
+        return torch.repeat_interleave(torch.arange(self.num_sequences, device=lengths.device), lengths)
+
+    def position_ids(self) -> torch.Tensor:
+        """(1, T) positions restarting at 0 in every sequence."""
+        ids = self.sequence_ids()
+        return (torch.arange(ids.numel(), device=ids.device) - self.starts[ids]).unsqueeze(0)
+
+    def pair_mask(self) -> torch.Tensor:
+        """(1, 1, T, T) bool, block-diagonal: token i attends to j iff both are in the same sequence."""
+        ids = self.sequence_ids()
+        return (ids[:, None] == ids[None, :])[None, None]
+
+
+def dense_mask(mask: torch.Tensor | PackedSequences) -> torch.Tensor:
+    """The (B, 1 or H, Lq, Lk) bool mask of a backend's ``mask`` argument (block-diagonal for packed input)."""
+    return mask.pair_mask() if isinstance(mask, PackedSequences) else mask
+
+
 # --------------------------------------------------------------------------- attention backends
 AttentionBackend = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -154,9 +225,11 @@ def reference_attention(
     """The ground truth every fast backend is tested against.
 
     Shapes: query (B, H, Lq, d), key/value (B, H, Lk, d), pos_key/pos_query (H, 2S, d) or None,
-    slots (Lq, Lk) long (δ above) or None, mask (B, 1 or H, Lq, Lk) bool (True = attend), scale = 1/sqrt(d·(1+n_pos)).
+    slots (Lq, Lk) long (δ above) or None, mask (B, 1 or H, Lq, Lk) bool (True = attend) or
+    :class:`PackedSequences` (B = 1), scale = 1/sqrt(d·(1+n_pos)).
     Returns the context (B, H, Lq, d) and, if asked, the attention probabilities (B, H, Lq, Lk).
     """
+    mask = dense_mask(mask)
     scores = torch.matmul(query, key.transpose(-1, -2)) * scale  # c2c
     if pos_key is not None:
         # c2p: q_i · Kr[δ(i,j)] -- score every query against all 2S slots, then pick slot δ(i,j) per key j.

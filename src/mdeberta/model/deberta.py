@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mdeberta.config import DebertaConfig
-from mdeberta.model.attention import get_attention_backend, is_tracing
+from mdeberta.model.attention import PackedSequences, get_attention_backend, is_tracing
 from mdeberta.model.layers import DebertaEmbeddings, DebertaEncoder, init_weights, padding_mask_2d
 from mdeberta.model.outputs import BaseModelOutput
 
@@ -137,6 +137,20 @@ class DebertaModel(DebertaPreTrainedModel):
                 )
         return shape[0], shape[1]
 
+    def packed_sequences(self, cu_seqlens: torch.Tensor | None, batch: int, length: int,
+                         attention_mask: torch.Tensor | None, device: torch.device) -> PackedSequences | None:
+        """Checks a packed batch (clear errors for the combinations that cannot be packed)."""
+        if cu_seqlens is None:
+            return None
+        if batch != 1:
+            raise ValueError(f"packed input (cu_seqlens) must be one row (1, total_tokens), got batch {batch}")
+        if attention_mask is not None and not bool(attention_mask.bool().all()):
+            raise ValueError("packed input has no padding: pass cu_seqlens without an attention_mask (or all ones)")
+        if self.config.conv_kernel_size > 0:
+            raise ValueError("this config has a convolution layer (conv_kernel_size > 0), which would mix "
+                             "neighbouring packed sequences; use padded batches")
+        return PackedSequences.from_cu_seqlens(cu_seqlens.to(device), length)
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -146,20 +160,27 @@ class DebertaModel(DebertaPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        cu_seqlens: torch.Tensor | None = None,
         **_: Any,
     ) -> BaseModelOutput:
+        """``cu_seqlens`` (N + 1,): the input (1, T) holds N sequences packed back to back, sequence s being tokens
+        ``cu_seqlens[s] : cu_seqlens[s + 1]`` (FlashAttention's varlen convention). Each attends only within itself,
+        with positions restarting at 0, so its outputs equal those it gets alone; no padding is computed."""
         batch, length = self.check_inputs(input_ids, inputs_embeds, token_type_ids)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
+        packed = self.packed_sequences(cu_seqlens, batch, length, attention_mask, device)
         if attention_mask is None:
             attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)
         if token_type_ids is None:
             token_type_ids = torch.zeros(batch, length, dtype=torch.long, device=device)
         if position_ids is None:
-            position_ids = torch.arange(length, device=device).unsqueeze(0)
+            position_ids = (packed.position_ids() if packed is not None
+                            else torch.arange(length, device=device).unsqueeze(0))
         embedding_output = self.embeddings(
             input_ids, token_type_ids, position_ids, padding_mask_2d(attention_mask), inputs_embeds
         )
-        states, attentions = self.encoder(embedding_output, attention_mask, output_attentions)
+        states, attentions = self.encoder(embedding_output, packed if packed is not None else attention_mask,
+                                          output_attentions)
         return BaseModelOutput(
             last_hidden_state=states[-1],
             hidden_states=tuple(states) if output_hidden_states else None,

@@ -125,13 +125,14 @@ class DebertaForMaskedLM(DebertaPreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         only_masked_logits: bool = False,
-        **_: Any,
+        **kwargs: Any,
     ) -> MaskedLMOutput:
         """``labels``: (B, L) token ids, -100 where no prediction is scored.
 
         ``only_masked_logits=True`` computes logits only where labels != -100, as a (N_masked, V) tensor: with a
         250K vocabulary this saves most of the head's time and memory in pretraining.
         """
+        reject_packed(kwargs, type(self).__name__)
         emd = self.config.enhanced_mask_decoder
         out = self.deberta(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
@@ -200,10 +201,11 @@ class DebertaForReplacedTokenDetection(DebertaPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-        **_: Any,
+        **kwargs: Any,
     ) -> ReplacedTokenDetectionOutput:
         """``labels``: (B, L) 1 where the token was replaced, 0 where original; the loss is the mean binary
         cross-entropy over every non-pad token."""
+        reject_packed(kwargs, type(self).__name__)
         out = self.deberta(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         logits = self.mask_predictions(out.last_hidden_state)
@@ -226,8 +228,18 @@ class ContextPooler(nn.Module):
         self.dropout = nn.Dropout(config.pooler_dropout)
         self.act = ACTIVATIONS[config.pooler_hidden_act]
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.act(self.dense(self.dropout(hidden_states[:, 0])))
+    def forward(self, hidden_states: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, H) -> (B, H) from each [CLS]; packed (1, T, H) with ``cu_seqlens`` -> (N, H), from each
+        sequence's first token."""
+        first = hidden_states[:, 0] if cu_seqlens is None else hidden_states[0, cu_seqlens[:-1].long()]
+        return self.act(self.dense(self.dropout(first)))
+
+
+def reject_packed(kwargs: dict[str, Any], head: str) -> None:
+    """Heads whose outputs or labels are per sequence in a way packing would break say so (not silently wrong)."""
+    if kwargs.get("cu_seqlens") is not None:
+        raise ValueError(f"{head} does not take packed input (cu_seqlens); packing works with sequence and token "
+                         "classification")
 
 
 def _cls_dropout(config: DebertaConfig) -> nn.Dropout:
@@ -269,10 +281,12 @@ class DebertaForSequenceClassification(DebertaPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
-                **_: Any) -> SequenceClassifierOutput:
+                cu_seqlens=None, **_: Any) -> SequenceClassifierOutput:
+        """``cu_seqlens``: a packed row of N sequences (see :meth:`DebertaModel.forward`); logits (N, labels)."""
         out = self.deberta(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                           output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        logits = self.classifier(self.dropout(self.pooler(out.last_hidden_state)))
+                           output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                           cu_seqlens=cu_seqlens)
+        logits = self.classifier(self.dropout(self.pooler(out.last_hidden_state, cu_seqlens)))
         loss = sequence_classification_loss(logits, labels, self.config) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                         attentions=out.attentions)
@@ -291,10 +305,12 @@ class DebertaForTokenClassification(DebertaPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
-                **_: Any) -> TokenClassifierOutput:
-        """``labels``: (B, L) class ids, -100 for positions not scored (padding, sub-word continuations)."""
+                cu_seqlens=None, **_: Any) -> TokenClassifierOutput:
+        """``labels``: (B, L) class ids, -100 for positions not scored (padding, sub-word continuations).
+        Packed input (``cu_seqlens``, see :meth:`DebertaModel.forward`): inputs and labels (1, T)."""
         out = self.deberta(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                           output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+                           output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                           cu_seqlens=cu_seqlens)
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = None
         if labels is not None:
@@ -314,8 +330,9 @@ class DebertaForQuestionAnswering(DebertaPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, start_positions=None, end_positions=None, output_attentions=False,
-                output_hidden_states=False, **_: Any) -> QuestionAnsweringModelOutput:
+                output_hidden_states=False, **kwargs: Any) -> QuestionAnsweringModelOutput:
         """Span extraction: start/end logits per token; positions outside the sequence are ignored in the loss."""
+        reject_packed(kwargs, type(self).__name__)
         out = self.deberta(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         logits = self.qa_outputs(out.last_hidden_state)
@@ -344,8 +361,9 @@ class DebertaForMultipleChoice(DebertaPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
-                **_: Any) -> MultipleChoiceModelOutput:
+                **kwargs: Any) -> MultipleChoiceModelOutput:
         """Inputs are (B, num_choices, L); logits (B, num_choices)."""
+        reject_packed(kwargs, type(self).__name__)
         ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
         if ref.dim() != 3:
             raise ValueError(f"multiple choice inputs must be (batch, choices, length), got {tuple(ref.shape)}")

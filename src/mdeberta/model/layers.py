@@ -13,6 +13,7 @@ from torch import nn
 from mdeberta.config import DebertaConfig
 from mdeberta.model.attention import (
     DisentangledSelfAttention,
+    PackedSequences,
     compact_relative_position_slots,
     is_tracing,
     relative_position_slots,
@@ -242,12 +243,17 @@ class DebertaEncoder(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | PackedSequences,
         output_attentions: bool = False,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Returns every layer's input/output [embeddings, layer 1, ..., layer N] and the attention maps."""
-        token_mask = padding_mask_2d(attention_mask)
-        mask = pairwise_mask(attention_mask)
+        """Returns every layer's input/output [embeddings, layer 1, ..., layer N] and the attention maps.
+
+        ``attention_mask``: (B, L) or (B, L, L), or :class:`PackedSequences` (handed to the backends as is)."""
+        if isinstance(attention_mask, PackedSequences):
+            token_mask, mask = None, attention_mask
+        else:
+            token_mask = padding_mask_2d(attention_mask)
+            mask = pairwise_mask(attention_mask)
         slots, rel_embeddings = self.relative_inputs(hidden_states.shape[1], hidden_states.device)
         all_states, all_attentions = [hidden_states], []
         x = hidden_states

@@ -37,6 +37,7 @@ from mdeberta.data.nli import (
     LABELS,
     NLIDataError,
     collate,
+    collate_packed,
     encode_examples,
     length_grouped_batches,
     load_nli,
@@ -195,6 +196,7 @@ class NLITask:
         self.info = {"train_file": [str(f) for f in args.train_file], "train_examples": len(self.train_features)}
 
     collate = staticmethod(collate)
+    collate_packed = staticmethod(collate_packed)
 
     def build_model(self, model: str, tokenizer: Any, random_init: bool) -> Any:
         return load_model_for_nli(model, tokenizer, random_init)
@@ -240,6 +242,12 @@ class TokenClassificationTask:
         batch = collate([{**f, "label": None} for f in features], pad_token_id)
         width = batch["input_ids"].shape[1]
         batch["labels"] = torch.tensor([f["labels"] + [-100] * (width - len(f["labels"])) for f in features])
+        return batch
+
+    @staticmethod
+    def collate_packed(features: list[dict[str, Any]], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
+        batch = collate_packed([{**f, "label": None} for f in features], pad_token_id)
+        batch["labels"] = torch.tensor([t for f in features for t in f["labels"]], dtype=torch.long)[None]
         return batch
 
     def build_model(self, model: str, tokenizer: Any, random_init: bool) -> Any:
@@ -417,8 +425,13 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
     if per_step < 1 or per_step * args.grad_accum * env.world_size != args.batch_size:
         raise ValueError(f"--batch-size {args.batch_size} must be a multiple of --grad-accum ({args.grad_accum}) x "
                          f"processes ({env.world_size})")
+    pack = args.pack_sequences == "on" or (args.pack_sequences == "auto" and env.device.type == "cuda"
+                                           and hasattr(task, "collate_packed"))
+    if pack and not hasattr(task, "collate_packed"):
+        raise ValueError(f"--pack-sequences on: the {task.name} task cannot be packed (its labels are per window "
+                         "position); use --pack-sequences off")
     data = LengthGroupedBatches(train_features, per_step, args.seed, tokenizer.pad_token_id, env.rank,
-                                env.world_size, collate_fn=task.collate)
+                                env.world_size, collate_fn=task.collate_packed if pack else task.collate)
     steps_per_epoch = max(1, len(data) // args.grad_accum)
     max_steps = args.max_steps or max(1, round(args.epochs * steps_per_epoch))
     warmup = args.warmup_steps
@@ -447,7 +460,8 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
             "train_file": [str(f) for f in args.train_file], "train_examples": len(train_features),
             "learning_rate": args.learning_rate, "layerwise_lr_decay": args.layerwise_lr_decay,
             "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
-            "warmup_steps": warmup, "max_steps": max_steps, "seed": args.seed, "precision": precision}
+            "warmup_steps": warmup, "max_steps": max_steps, "seed": args.seed, "precision": precision,
+            "packed_sequences": pack}
     info.update(task.info)
     best_dir, final_dir = output_dir / "best", output_dir / "final"
     metric = task.metric  # NLI: accuracy (%), token classification: entity F1 (%)
@@ -457,7 +471,8 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
 
     def step_fn(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         out = m(**batch)
-        return out.loss, {"accuracy": training_accuracy(out, batch), "num_tokens": batch["attention_mask"].sum()}
+        tokens = batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
+        return out.loss, {"accuracy": training_accuracy(out, batch), "num_tokens": tokens}
 
     def eval_fn(trainer: Any) -> dict[str, float]:
         results = task.evaluate(trainer.unwrapped, args.eval_batch_size, trainer.env)
@@ -526,6 +541,10 @@ def add_finetune_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] 
                    help="pairs longer than this are truncated longest-first")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 on a GPU that supports it, else fp32")
+    p.add_argument("--pack-sequences", default="auto", choices=["auto", "on", "off"],
+                   help="train on each batch's sequences packed into one row (cu_seqlens: no padding computed; the "
+                        "Triton kernel's varlen path). auto: on CUDA for NLI and token classification; on CPU the "
+                        "other backends apply it as a block-diagonal mask, exact but not faster")
     p.add_argument("--eval-every", type=int, default=1000, help="dev evaluation every N steps (and at the end)")
     p.add_argument("--save-every", type=int, default=1000, help="resumable checkpoint every N steps")
     p.add_argument("--keep-last", type=int, default=2)
