@@ -84,6 +84,7 @@ def test_packed_sequences_helpers():
     assert packed.sequence_ids().tolist() == [0, 0, 1, 1, 1]
     block = packed.pair_mask()[0, 0]
     assert block[1, 0] and not block[1, 2] and block[4, 2]
+    assert packed.pair_mask() is packed.pair_mask()  # built once per batch, not once per layer
 
 
 @pytest.mark.parametrize("cu,message", [

@@ -20,14 +20,14 @@ averages over exact (type, start, end) matches.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mdeberta.data.nli import open_text
 
 logger = logging.getLogger("mdeberta.data")
 
@@ -51,12 +51,6 @@ class TaggedSentence:
 
 
 # --------------------------------------------------------------------------- reading
-def _open(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def read_conll(path: str | Path, language: str | None = None, strip_language_prefix: bool = True
                ) -> list[TaggedSentence]:
     path = Path(path)
@@ -72,7 +66,7 @@ def read_conll(path: str | Path, language: str | None = None, strip_language_pre
             tokens.clear()
             tags.clear()
 
-    with _open(path) as f:
+    with open_text(path) as f:
         for n, raw in enumerate(f, 1):
             line = raw.rstrip("\r\n")
             if not line.strip():
@@ -100,7 +94,7 @@ def read_jsonl(path: str | Path, language: str | None = None, label_names: Seque
                ) -> list[TaggedSentence]:
     path = Path(path)
     sentences = []
-    with _open(path) as f:
+    with open_text(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue

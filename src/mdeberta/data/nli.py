@@ -117,7 +117,8 @@ def label_to_id(value: Any, where: str = "") -> int | None:
 
 
 # --------------------------------------------------------------------------- files
-def _open_text(path: Path) -> io.TextIOBase:
+def open_text(path: Path) -> io.TextIOBase:
+    """A UTF-8 text file, gzip-compressed when its name ends in .gz (the NLI, NER and predict readers)."""
     if path.name.endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
     return open(path, encoding="utf-8")
@@ -149,7 +150,7 @@ def scan_nli_file(
     wanted = set(languages) if languages else None
     examples: list[NLIExample] = []
     try:
-        with _open_text(path) as f:
+        with open_text(path) as f:
             rows = _jsonl_rows(f, path) if _is_jsonl(path) else _tsv_rows(f, path, report)
             for line_no, row in rows:
                 if isinstance(row, str):  # a reason: the row is malformed

@@ -151,22 +151,6 @@ def token_mask_of(mask: torch.Tensor) -> torch.Tensor | None:
     return tokens.to(torch.int32).contiguous()
 
 
-def triton_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    pos_key: torch.Tensor | None,
-    pos_query: torch.Tensor | None,
-    slots: torch.Tensor | None,
-    mask: torch.Tensor | PackedSequences,
-    scale: float,
-    dropout_p: float = 0.0,
-    output_attentions: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Drop-in for ``reference_attention`` through the Triton kernel; unsupported cases use ``sdpa_attention``."""
-    return flash_attention(query, key, value, pos_key, pos_query, slots, mask, scale, dropout_p, output_attentions)
-
-
 def flash_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -180,7 +164,8 @@ def flash_attention(
     output_attentions: bool = False,
     seed: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``triton_attention`` with an explicit dropout ``seed`` (None: drawn from PyTorch's generator).
+    """Drop-in for ``reference_attention`` through the Triton kernels (registered as the ``triton`` backend);
+    unsupported cases use ``sdpa_attention``. ``seed``: the dropout key (None: drawn from PyTorch's generator).
 
     ``mask`` may be :class:`PackedSequences` (query (1, H, T, d)): the varlen kernels then run one program row
     per (sequence, head), and no pair across sequences is ever computed."""
@@ -213,3 +198,7 @@ def flash_attention(
         cu, packed.max_seqlen if packed is not None else length, float(scale), float(dropout_p), int(seed or 0),
     )
     return out, None
+
+
+# The backend's registered name; the backend interface passes no seed.
+triton_attention = flash_attention

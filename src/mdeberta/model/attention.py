@@ -33,6 +33,7 @@ the same scores from the compact table.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -196,7 +197,12 @@ class PackedSequences:
         return (torch.arange(ids.numel(), device=ids.device) - self.starts[ids]).unsqueeze(0)
 
     def pair_mask(self) -> torch.Tensor:
-        """(1, 1, T, T) bool, block-diagonal: token i attends to j iff both are in the same sequence."""
+        """(1, 1, T, T) bool, block-diagonal: token i attends to j iff both are in the same sequence. Built once
+        per batch (every layer's backend asks for it)."""
+        return self._pair_mask
+
+    @functools.cached_property
+    def _pair_mask(self) -> torch.Tensor:
         ids = self.sequence_ids()
         return (ids[:, None] == ids[None, :])[None, None]
 

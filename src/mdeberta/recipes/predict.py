@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from mdeberta.data.nli import HYPOTHESIS_KEYS, PREMISE_KEYS, NLIDataError, _open_text
+from mdeberta.data.nli import HYPOTHESIS_KEYS, PREMISE_KEYS, NLIDataError, open_text
 from mdeberta.inference import DEFAULT_TEMPLATE
 
 logger = logging.getLogger("mdeberta.predict")
@@ -34,7 +34,7 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
         return
     if not Path(path).is_file():
         raise NLIDataError(f"input file not found: {path}")
-    with _open_text(Path(path)) as f:
+    with open_text(Path(path)) as f:
         yield from enumerate(f, start=1)
 
 
