@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "mdeberta.recipes.compare",
     "mdeberta.recipes.probe",
     "mdeberta.recipes.export_onnx",
+    "mdeberta.ngram",
     "mdeberta.bench",
 )
 

@@ -11,46 +11,10 @@ from pathlib import Path
 
 from mdeberta.checkpoint import load_into, load_state_dict, resolve_model_dir
 from mdeberta.config import PRESETS, DebertaConfig
-from mdeberta.model import (
-    DebertaForMaskedLM,
-    DebertaForMultipleChoice,
-    DebertaForQuestionAnswering,
-    DebertaForReplacedTokenDetection,
-    DebertaForSequenceClassification,
-    DebertaForTokenClassification,
-    DebertaModel,
-)
+from mdeberta.model import DebertaForMaskedLM
+from mdeberta.model.auto import HEADS, detect_head
 
 logger = logging.getLogger("mdeberta")
-
-HEADS = {
-    "base": DebertaModel,
-    "mlm": DebertaForMaskedLM,
-    "rtd": DebertaForReplacedTokenDetection,
-    "sequence-classification": DebertaForSequenceClassification,
-    "token-classification": DebertaForTokenClassification,
-    "question-answering": DebertaForQuestionAnswering,
-    "multiple-choice": DebertaForMultipleChoice,
-}
-_BY_ARCHITECTURE = {cls.hf_architecture: cls for cls in HEADS.values() if cls.hf_architecture}
-
-
-def detect_head(config: DebertaConfig, keys: set[str]) -> type:
-    """The model class a checkpoint was saved from: config "architectures" first, then its head keys."""
-    for arch in config.extra.get("architectures") or []:
-        if arch in _BY_ARCHITECTURE:
-            return _BY_ARCHITECTURE[arch]
-    probes = [("classifier.weight", None), ("qa_outputs.weight", DebertaForQuestionAnswering),
-              ("mask_predictions.classifier.weight", DebertaForReplacedTokenDetection),
-              ("lm_predictions.lm_head.bias", DebertaForMaskedLM), ("cls.predictions.bias", DebertaForMaskedLM)]
-    for key, cls in probes:
-        if key in keys:
-            if cls is None:  # sequence vs token classification: the pooler tells
-                return DebertaForSequenceClassification if "pooler.dense.weight" in keys else (
-                    DebertaForTokenClassification)
-            return cls
-    return DebertaModel
-
 
 def cmd_convert(args: argparse.Namespace) -> int:
     folder = resolve_model_dir(args.src)

@@ -79,8 +79,8 @@ class _Exportable(torch.nn.Module):
 
 def load_for_export(src: str | os.PathLike, head: str = "auto") -> tuple[torch.nn.Module, str, Path]:
     """(model in eval mode, head name, source folder) for any checkpoint ``mdeberta convert`` reads."""
-    from mdeberta.commands import HEADS, detect_head
     from mdeberta.model import DebertaForMaskedLM
+    from mdeberta.model.auto import HEADS, detect_head, head_name
 
     try:
         folder = Path(resolve_model_dir(src))
@@ -95,7 +95,7 @@ def load_for_export(src: str | os.PathLike, head: str = "auto") -> tuple[torch.n
         raise ExportError(f"{src}: {e}") from e
     if head == "auto":
         cls = detect_head(config, set(state))
-        head = next(name for name, c in HEADS.items() if c is cls)
+        head = head_name(cls)
     if head in UNSUPPORTED_HEADS:
         raise ExportError(f"{src}: head {head!r} cannot be exported: {UNSUPPORTED_HEADS[head]}")
     if head not in HEAD_OUTPUTS:

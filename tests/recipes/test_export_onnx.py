@@ -29,7 +29,7 @@ def _save(model, tokenizer_dir: Path, folder: Path) -> Path:
 
 @pytest.mark.parametrize("head", HEADS)
 def test_every_head_exports_with_dynamic_shapes(tiny_backbone, tmp_path, head):
-    from mdeberta.commands import HEADS as CLASSES
+    from mdeberta.model.auto import HEADS as CLASSES
     from mdeberta.serving import OnnxModel
 
     torch.manual_seed(0)

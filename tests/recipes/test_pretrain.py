@@ -222,3 +222,54 @@ def test_tiny_run_on_shared_corpus_learns(tmp_path):
     mlm = _losses(out, "mlm_loss")
     assert rtd[-1] < rtd[0] - 0.05 and mlm[-1] < mlm[0] - 0.5, (rtd, mlm)
     assert (out / "metrics.png").exists()
+
+
+def test_minimal_pairs_are_scored_during_pretraining(setup, tmp_path):
+    """--eval-minimal-pairs logs generator and discriminator accuracy with the health metrics; the final values
+    equal a standalone evaluation of the exported models (GDES-merged embedding included)."""
+    from mdeberta.minimal_pairs import evaluate_minimal_pairs, read_minimal_pairs
+    from mdeberta.model import DebertaForMaskedLM, DebertaForReplacedTokenDetection
+    from mdeberta.tokenizer import DebertaTokenizer
+
+    lines = (Path(setup["corpus"]) / "aa.txt").read_text().splitlines()[:30]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"sentence_good": line, "sentence_bad": " ".join(line.split()[::-1]),
+                                         "UID": f"p{i % 3}", "linguistics_term": "order"}) + "\n"
+                             for i, line in enumerate(lines)))
+    out = tmp_path / "run"
+    assert main(_args(setup, out, "--max-steps", "4", "--num-workers", "0", "--health-every", "2",
+                      "--eval-minimal-pairs", str(pairs), "--eval-minimal-pairs-per-paradigm", "5")) == 0
+    records = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    health = [r for r in records if "eval/minimal_pairs_generator" in r]
+    assert [r["step"] for r in health] == [2, 4]
+    tok = DebertaTokenizer.from_pretrained(out / "export" / "tokenizer")
+    sample = read_minimal_pairs(pairs, max_per_paradigm=5)
+    assert len(sample) == 15
+    for cls, sub, key in ((DebertaForMaskedLM, "generator", "generator"),
+                          (DebertaForReplacedTokenDetection, "discriminator", "discriminator")):
+        summary, _ = evaluate_minimal_pairs(cls.from_pretrained(out / "export" / sub), tok, sample)
+        assert summary["overall"] == pytest.approx(health[-1][f"eval/minimal_pairs_{key}"])
+    with pytest.raises(Exception, match=r"missing.jsonl: no such file"):
+        main(_args(setup, tmp_path / "bad", "--max-steps", "1", "--num-workers", "0", "--eval-minimal-pairs",
+                   str(tmp_path / "missing.jsonl")))
+
+
+def test_export_checkpoint_rebuilds_any_step(setup, tmp_path):
+    """export-checkpoint at the last step writes the same weights as the run's own export; an earlier step differs;
+    a missing step is a clear error."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    assert main(_args(setup, out, "--max-steps", "4", "--save-every", "2", "--keep-last", "0",
+                      "--num-workers", "0")) == 0
+    assert main(["export-checkpoint", str(out), "--output", str(tmp_path / "last")]) == 0
+    assert main(["export-checkpoint", str(out), "--step", "2", "--output", str(tmp_path / "two")]) == 0
+    for sub in ("discriminator", "generator"):
+        final = load_file(out / "export" / sub / "model.safetensors")
+        last = load_file(tmp_path / "last" / sub / "model.safetensors")
+        two = load_file(tmp_path / "two" / sub / "model.safetensors")
+        assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
+        assert any(not torch.equal(final[k], two[k]) for k in final)
+    assert (tmp_path / "two" / "tokenizer" / "spm.model").is_file()
+    with pytest.raises(Exception, match="no checkpoint for step 3"):
+        main(["export-checkpoint", str(out), "--step", "3", "--output", str(tmp_path / "three")])

@@ -247,9 +247,47 @@ def run_evaluate_qa(args: argparse.Namespace) -> dict[str, Any]:
     return {"avg": avg, "scores": table}
 
 
+def run_evaluate_minimal_pairs(args: argparse.Namespace) -> dict[str, Any]:
+    """Zero-shot grammaticality (BLiMP) of a masked LM / RTD generator (pseudo-log-likelihood), an RTD discriminator
+    or a word n-gram model (``.npz`` from ``mdeberta ngram train``): table, JSON, plot and every pair's scores."""
+    from mdeberta import minimal_pairs as mp
+    from mdeberta.ngram import KneserNeyLM, is_ngram_file
+
+    if not args.eval_file or len(args.eval_file) != 1:
+        raise mp.MinimalPairsError("--task minimal-pairs needs one --eval-file (BLiMP JSON lines or good<TAB>bad TSV, "
+                                   "e.g. ../shared/data/blimp/blimp.jsonl.gz)")
+    pairs = mp.read_minimal_pairs(args.eval_file[0], args.max_pairs_per_paradigm)
+    start = time.perf_counter()
+    if is_ngram_file(args.model):
+        lm = KneserNeyLM.load(args.model)
+        records = mp.score_pairs(pairs, lm.scores)
+        summary = {"method": f"{lm.order}-gram", **mp.summarize(records)}
+    else:
+        from mdeberta.inference import default_device
+        from mdeberta.model.auto import load_detected
+        from mdeberta.tokenizer import DebertaTokenizer
+
+        model = load_detected(args.model).to(args.device or default_device())
+        mp.scoring_method(model, args.method)  # a model without an MLM / RTD head fails before any work
+        tokenizer = DebertaTokenizer.from_pretrained(args.tokenizer or args.model)
+        summary, records = mp.evaluate_minimal_pairs(model, tokenizer, pairs, args.method, args.batch_tokens,
+                                                     args.max_seq_length, progress=True)
+    summary["eval_seconds"] = round(time.perf_counter() - start, 1)
+    name = args.name or Path(str(args.model).rstrip("/")).name
+    out = args.output_dir or (Path(args.model).parent if is_ngram_file(args.model) else Path(args.model)) / (
+        "eval-minimal-pairs")
+    reference = args.reference or mp.default_reference()
+    paths = mp.write_report(summary, records, out, name, reference, {"model": str(args.model),
+                                                                      "eval_file": str(args.eval_file[0])})
+    print(Path(paths["markdown"]).read_text(encoding="utf-8").split("\n\n| paradigm")[0])
+    return summary
+
+
 def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from mdeberta.inference import load_classifier
 
+    if args.task == "minimal-pairs":
+        return run_evaluate_minimal_pairs(args)
     if args.task == "token-classification":
         return run_evaluate_ner(args)
     if args.task == "question-answering":
@@ -301,13 +339,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return n
+
+
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="XNLI / NLI accuracy of a fine-tuned model (table, JSON, plot)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="fine-tuned model folder or hub id")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
-    p.add_argument("--task", default="xnli", choices=["xnli", "nli", "token-classification", "question-answering"],
-                   help="xnli: per-language table; nli: accuracy on one --eval-file")
+    p.add_argument("--task", default="xnli",
+                   choices=["xnli", "nli", "token-classification", "question-answering", "minimal-pairs"],
+                   help="xnli: per-language table; nli: accuracy on one --eval-file; minimal-pairs: zero-shot "
+                        "grammaticality (BLiMP) of an MLM / RTD model or an n-gram .npz")
     p.add_argument("--eval-file", nargs="+", default=None,
                    help="--task nli: one NLI file; token-classification / question-answering: LANG=PATH (CoNLL / "
                         "JSON lines; SQuAD-layout JSON) or hub entries (google/xtreme:de, google/xquad:de)")
@@ -315,6 +365,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-answer-length", type=int, default=30, help="question-answering: longest answer (tokens)")
     p.add_argument("--qa-metric", choices=["squad", "mlqa"], default="squad",
                    help="question-answering: SQuAD v1.1's answer normalisation, or MLQA's per language")
+    p.add_argument("--max-pairs-per-paradigm", type=_positive, default=None,
+                   help="minimal-pairs: the first N pairs of each paradigm (quick runs)")
+    p.add_argument("--method", choices=["auto", "pll", "rtd"], default="auto",
+                   help="minimal-pairs: pll (masked LMs, RTD generators) or rtd (discriminators); auto: from the head")
+    p.add_argument("--batch-tokens", type=_positive, default=16384,
+                   help="minimal-pairs: tokens per forward pass (all masked copies of a sentence length together)")
+    p.add_argument("--reference", default=None,
+                   help="minimal-pairs: published BLiMP scores (default: ../shared/reference/blimp_published.json)")
     p.add_argument("--output-dir", default=None, help="default: <model>/eval-<task>-<split>")
     p.add_argument("--name", default=None, help="row name in the table (default: model folder name)")
     add_eval_arguments(p)

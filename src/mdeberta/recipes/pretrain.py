@@ -81,6 +81,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--health-every", type=int, default=None, metavar="STEPS",
                    help="log embedding_common_share and token_cosine of a fixed probe batch every N steps "
                         "(default: every 10 log intervals; 0: only at the end)")
+    t.add_argument("--eval-minimal-pairs", default=None, metavar="FILE",
+                   help="score a fixed sample of minimal pairs (BLiMP JSON lines / good<TAB>bad TSV) every "
+                        "--health-every steps: generator and discriminator accuracy in metrics.jsonl")
+    t.add_argument("--eval-minimal-pairs-per-paradigm", type=int, default=20, metavar="N",
+                   help="pairs per paradigm in that sample (BLiMP: 20 x 67 paradigms)")
     t.add_argument("--max-grad-norm", type=float, default=1.0)
     t.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     t.add_argument("--embedding-update", choices=["dense", "lazy"], default="dense")
@@ -92,6 +97,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--log-every", type=int, default=10)
     t.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.set_defaults(func=run_pretraining)
+
+    e = subparsers.add_parser("export-checkpoint",
+                              help="HF folders (discriminator / generator / model, tokenizer) from a pretraining "
+                                   "checkpoint of RUN_DIR, e.g. for a curve over the token budget")
+    e.add_argument("run_dir", help="a `mdeberta pretrain` output folder (run_config.json, checkpoints/)")
+    e.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the newest)")
+    e.add_argument("--output", required=True, help="folder for the HF folders")
+    e.set_defaults(func=run_export_checkpoint)
 
     q = subparsers.add_parser("plot", help="PNG of the training curves in RUN_DIR/metrics.jsonl")
     q.add_argument("run_dir")
@@ -219,11 +232,17 @@ def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
     stream.close()
     probe = {"input_ids": torch.where(first["labels"] != -100, first["labels"], first["input_ids"]).to(env.device),
              "attention_mask": first["attention_mask"].to(env.device)}
+    pairs = None
+    if args.eval_minimal_pairs:
+        from mdeberta.minimal_pairs import read_minimal_pairs
+
+        pairs = read_minimal_pairs(args.eval_minimal_pairs, args.eval_minimal_pairs_per_paradigm)
+        logger.info("minimal pairs: %d from %s scored every health evaluation", len(pairs), args.eval_minimal_pairs)
     logger.info("%s: %.2fM parameters, %d languages %s", type(model).__name__,
                 sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()) / 1e6, len(files),
                 {f.language: round(dataset.probabilities[f.language], 4) for f in files})
     return dict(tokenizer=tokenizer, loader=loader, model=model, wrapped=wrapped, step_fn=step_fn,
-                optimizer=optimizer, scheduler=scheduler, probe=probe)
+                optimizer=optimizer, scheduler=scheduler, probe=probe, pairs=pairs)
 
 
 def data_throughput(dataset: Any, batches: int = 30, min_seconds: float = 1.0) -> tuple[float, list[dict]]:
@@ -303,11 +322,51 @@ def export(model: Any, tokenizer: Any, folder: Path) -> Path:
     return folder
 
 
+def export_checkpoint(run_dir: str | Path, step: int | None, output: str | Path) -> Path:
+    """Rebuild the run's model from ``run_config.json``, load one checkpoint's weights and export HF folders."""
+    from mdeberta.checkpoint import CheckpointError
+    from mdeberta.model import DebertaForMaskedLM
+    from mdeberta.tokenizer import DebertaTokenizer
+    from mdeberta.train.checkpointing import checkpoint_dir, load_latest_checkpoint
+    from mdeberta.train.pretraining import build_rtd_model
+
+    run_dir = Path(run_dir)
+    config_file = run_dir / "run_config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{run_dir}: no run_config.json, not a `mdeberta pretrain` output folder")
+    args = argparse.Namespace(**json.loads(config_file.read_text(encoding="utf-8")))
+    path = None if step is None else checkpoint_dir(run_dir) / f"step-{step:08d}.pt"
+    if path is not None and not path.is_file():
+        raise CheckpointError(f"{run_dir}: no checkpoint for step {step} ({path})")
+    found, state = load_latest_checkpoint(run_dir, path)
+    tokenizer_dir = next((p for p in (Path(args.tokenizer), run_dir.parent / args.tokenizer,
+                                      run_dir / "export" / "tokenizer") if (p / "spm.model").is_file()), None)
+    if tokenizer_dir is None:
+        raise CheckpointError(f"{run_dir}: the run's tokenizer {args.tokenizer!r} is not found (from here or beside "
+                              "the run folder)")
+    tokenizer = DebertaTokenizer.from_pretrained(tokenizer_dir)
+    args.init_discriminator = args.init_generator = None
+    config = model_config(args, len(tokenizer))
+    if args.objective == "rtd":
+        model = build_rtd_model(config, args.generator_layers, args.embedding_sharing, args.rtd_lambda)
+    else:
+        model = DebertaForMaskedLM(config)
+    model.load_state_dict(state["model"])
+    folder = export(model.eval(), tokenizer, Path(output))
+    logger.info("exported step %d (%s) to %s", state["step"], found, folder)
+    return folder
+
+
+def run_export_checkpoint(args: argparse.Namespace) -> int:
+    print(export_checkpoint(args.run_dir, args.step, args.output))
+    return 0
+
+
 def run_pretraining(args: argparse.Namespace) -> int:
     from mdeberta.checkpoint import atomic_write_text
     from mdeberta.train import Trainer, TrainingArguments, cleanup_distributed, init_distributed
     from mdeberta.train.distributed import configure_cpu_threads
-    from mdeberta.train.pretraining import representation_health
+    from mdeberta.train.pretraining import minimal_pairs_health, representation_health
 
     env = init_distributed(args.device)
     out = Path(args.output)
@@ -335,9 +394,15 @@ def run_pretraining(args: argparse.Namespace) -> int:
             progress=False if args.no_progress else None, stop_after=args.stop_after,
             extra={"objective": args.objective, "embedding_sharing": args.embedding_sharing},
         )
+
+        def health(t: Trainer) -> dict[str, float]:
+            out = representation_health(t.unwrapped, parts["probe"])
+            if parts["pairs"]:
+                out |= minimal_pairs_health(t.unwrapped, parts["tokenizer"], parts["pairs"], args.max_seq_length)
+            return out
+
         trainer = Trainer(parts["wrapped"], parts["step_fn"], parts["optimizer"], parts["scheduler"],
-                          parts["loader"], targs, env=env,
-                          eval_fn=lambda t: representation_health(t.unwrapped, parts["probe"]))
+                          parts["loader"], targs, env=env, eval_fn=health)
         trainer.fit(resume=args.resume)
         if env.is_main and trainer.step >= args.max_steps:
             folder = export(parts["model"], parts["tokenizer"], out / "export")

@@ -17,6 +17,7 @@ Embedding sharing between the two:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,25 @@ def representation_health(model: nn.Module, probe: dict[str, torch.Tensor]) -> d
         out = backbone(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"])
     return {"embedding_common_share": embedding_common_share(table, skip=1),
             "token_cosine": mean_token_cosine(out.last_hidden_state, probe["attention_mask"])}
+
+
+@torch.no_grad()
+def minimal_pairs_health(model: nn.Module, tokenizer: Any, pairs: Sequence[Any], max_length: int = 128,
+                         ) -> dict[str, float]:
+    """Accuracy (percent) on a fixed sample of minimal pairs (BLiMP), logged with the health metrics so that a run
+    shows it is learning grammar long before fine-tuning can: the generator / MLM model by pseudo-log-likelihood,
+    the discriminator by the sum of log P(original) with its effective (GDES-merged) embedding."""
+    from mdeberta.minimal_pairs import score_pairs, sentence_scores, summarize
+
+    def accuracy(scorer: nn.Module, table: torch.Tensor | None = None) -> float:
+        records = score_pairs(pairs, lambda texts: sentence_scores(scorer, tokenizer, texts, max_length=max_length,
+                                                                   embedding_table=table))
+        return summarize(records)["overall"]
+
+    if isinstance(model, RTDPretrainingModel):
+        return {"minimal_pairs_generator": accuracy(model.generator),
+                "minimal_pairs_discriminator": accuracy(model.discriminator, model.discriminator_embedding())}
+    return {"minimal_pairs_mlm": accuracy(model)}
 
 
 def build_rtd_model(config: DebertaConfig, generator_layers: int | None = None, embedding_sharing: str = "gdes",

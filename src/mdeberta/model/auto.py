@@ -1,0 +1,63 @@
+"""Which head a checkpoint was saved with, and loading it as that class (``mdeberta convert``, minimal pairs)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from mdeberta.config import DebertaConfig
+from mdeberta.model.deberta import DebertaModel
+from mdeberta.model.heads import (
+    DebertaForMaskedLM,
+    DebertaForMultipleChoice,
+    DebertaForQuestionAnswering,
+    DebertaForReplacedTokenDetection,
+    DebertaForSequenceClassification,
+    DebertaForTokenClassification,
+)
+
+HEADS: dict[str, type] = {
+    "base": DebertaModel,
+    "mlm": DebertaForMaskedLM,
+    "rtd": DebertaForReplacedTokenDetection,
+    "sequence-classification": DebertaForSequenceClassification,
+    "token-classification": DebertaForTokenClassification,
+    "question-answering": DebertaForQuestionAnswering,
+    "multiple-choice": DebertaForMultipleChoice,
+}
+_BY_ARCHITECTURE = {cls.hf_architecture: cls for cls in HEADS.values() if cls.hf_architecture}
+
+
+def head_name(cls: type) -> str:
+    return next(name for name, c in HEADS.items() if c is cls)
+
+
+def detect_head(config: DebertaConfig, keys: set[str]) -> type:
+    """The model class a checkpoint was saved from: config "architectures" first, then its head keys."""
+    for arch in config.extra.get("architectures") or []:
+        if arch in _BY_ARCHITECTURE:
+            return _BY_ARCHITECTURE[arch]
+    probes = [("classifier.weight", None), ("qa_outputs.weight", DebertaForQuestionAnswering),
+              ("mask_predictions.classifier.weight", DebertaForReplacedTokenDetection),
+              ("lm_predictions.lm_head.bias", DebertaForMaskedLM), ("cls.predictions.bias", DebertaForMaskedLM)]
+    for key, cls in probes:
+        if key in keys:
+            if cls is None:  # sequence vs token classification: the pooler tells
+                return DebertaForSequenceClassification if "pooler.dense.weight" in keys else (
+                    DebertaForTokenClassification)
+            return cls
+    return DebertaModel
+
+
+def load_detected(name_or_path: str | os.PathLike) -> Any:
+    """The checkpoint as the class it was saved from (its head detected), in eval mode."""
+    from mdeberta.checkpoint import load_state_dict, resolve_model_dir
+
+    folder = resolve_model_dir(name_or_path)
+    config = DebertaConfig.from_json_file(Path(folder) / "config.json")
+    state, _ = load_state_dict(folder)
+    cls = detect_head(config, set(state))
+    overrides = {"legacy": False} if cls is DebertaForMaskedLM and any(
+        k.startswith("lm_predictions.") for k in state) else {}
+    return cls.from_pretrained(folder, **overrides).eval()
