@@ -45,6 +45,7 @@ class Job:
     done: Path  # exists once the job has finished
     deps: list[str] = field(default_factory=list)
     log: Path | None = None
+    cwd: Path | None = None  # run the command there (relative paths in it are the run's own)
 
 
 def mdeberta(*args: str) -> list[str]:
@@ -146,8 +147,8 @@ def run_jobs(jobs: list[Job], parallel: int, dry_run: bool, logs: Path) -> list[
                 logs.mkdir(parents=True, exist_ok=True)
                 log = open(logs / f"{j.name.replace('/', '_')}.log", "w")  # noqa: SIM115
                 print(f"[{time.strftime('%H:%M:%S')}] start {j.name}: {shlex.join(j.cmd)}", flush=True)
-                running[j.name] = (subprocess.Popen(j.cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
-                                   time.time())
+                running[j.name] = (subprocess.Popen(j.cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                    cwd=j.cwd), time.time())
                 pending.remove(j)
         time.sleep(2)
     return failed

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mdeberta.config import DebertaConfig
+from mdeberta.errors import MdebertaError
 
 if TYPE_CHECKING:
     from mdeberta.model.deberta import DebertaPreTrainedModel
@@ -31,22 +32,62 @@ PYTORCH_INDEX = "pytorch_model.bin.index.json"
 CONFIG_AND_TOKENIZER = ["config.json", "*.model", "tokenizer_config.json", "special_tokens_map.json"]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(MdebertaError, RuntimeError):
     """A checkpoint cannot be read or does not fit the model; the message names the file or key."""
 
 
 # --------------------------------------------------------------------------- atomic writes
+class WriteError(MdebertaError, OSError):
+    """Writing a file failed (disk full, permissions); the message names the path."""
+
+
+def _write_failure(error: BaseException, path: Path) -> WriteError | None:
+    """A clear error for a failed write, or None when ``error`` is not about the disk. torch.save reports a full disk
+    as ``RuntimeError: ... inline_container.cc ... unexpected pos`` / ``file write failed``: told apart by the free
+    space left on the device."""
+    import errno
+    import shutil
+
+    code = getattr(error, "errno", None)
+    if code == errno.ENOSPC or code == errno.EDQUOT:
+        return WriteError(code, f"no space left on the device of {path} while writing it ({error})")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return WriteError(code, f"permission denied writing {path} ({error})")
+    if isinstance(error, RuntimeError) and any(s in str(error) for s in ("unexpected pos", "write failed")):
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = 0
+        if free < 64 * 2**20:
+            return WriteError(errno.ENOSPC, f"no space left on the device of {path} while writing it "
+                                            f"({free / 2**20:.1f} MiB free)")
+    return None
+
+
 def atomic_save(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Run ``write(temp_path)`` for a temp file beside ``path``, then rename it into place atomically."""
+    """Run ``write(temp_path)`` for a temp file beside ``path``, then rename it into place atomically.
+
+    The file gets the mode ``open`` would give it under the user's umask (``mkstemp`` creates 0600, which others on
+    a shared machine could not read); a full disk or a permission problem is a :class:`WriteError` naming ``path``.
+    """
+    from mdeberta.outputs import user_file_mode
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise (_write_failure(e, path) or e) from e
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, user_file_mode())  # after the write: some writers (safetensors) create the file anew
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        clear = _write_failure(e, path)
+        if clear is not None:
+            raise clear from e
         raise
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +27,7 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--head", default="auto",
                    help="model class to convert as: auto (from config 'architectures' and the keys), base, mlm, rtd, "
                         "sequence-classification, token-classification, question-answering, multiple-choice")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DST (renamed aside, deleted last)")
     p.set_defaults(func=cmd_convert)
 
 
@@ -47,6 +49,8 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdeberta", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also MDEBERTA_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     from mdeberta.tokenizer import add_tokenizer_cli
 
@@ -72,7 +76,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    from mdeberta.errors import MdebertaError
+
+    try:
+        return int(args.func(args) or 0)
+    except MdebertaError as e:
+        if args.debug or os.environ.get("MDEBERTA_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        _destroy_process_group()
+
+
+def _destroy_process_group() -> None:
+    """A command that fails under torchrun must not leave its process group behind (gloo/NCCL hang at exit)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -11,12 +11,16 @@ from pathlib import Path
 
 from mdeberta.checkpoint import load_into, load_state_dict, resolve_model_dir
 from mdeberta.config import PRESETS, DebertaConfig
+from mdeberta.errors import UsageError
 from mdeberta.model import DebertaForMaskedLM
 from mdeberta.model.auto import HEADS, detect_head
 
 logger = logging.getLogger("mdeberta")
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from mdeberta.outputs import check_output_folder, replace_folder
+
+    dst = check_output_folder(args.dst, [args.src], overwrite=args.overwrite, flag="convert DST")
     folder = resolve_model_dir(args.src)
     config = DebertaConfig.from_json_file(Path(folder) / "config.json")
     state, _ = load_state_dict(folder)
@@ -25,16 +29,23 @@ def cmd_convert(args: argparse.Namespace) -> int:
     elif args.head in HEADS:
         cls = HEADS[args.head]
     else:
-        raise SystemExit(f"unknown --head {args.head!r}; choose from auto, {', '.join(HEADS)}")
+        raise UsageError(f"unknown --head {args.head!r}; choose from auto, {', '.join(HEADS)}")
     if cls is DebertaForMaskedLM and any(k.startswith("lm_predictions.") for k in state):
         config = config.replace(legacy=False)  # the checkpoint carries the original (non-legacy) MLM head
     model = cls(config)
     load_into(model, state, folder)
-    model.save_pretrained(args.dst)
-    for name in ("spm.model", "tokenizer_config.json", "special_tokens_map.json"):
-        if (Path(folder) / name).exists():
-            shutil.copyfile(Path(folder) / name, Path(args.dst) / name)
-    print(f"wrote {cls.__name__} ({model.num_parameters():,} parameters) to {os.path.abspath(args.dst)}")
+    tmp = dst.with_name(f".{dst.name}.converting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        for name in ("spm.model", "tokenizer_config.json", "special_tokens_map.json"):
+            if (Path(folder) / name).exists():
+                shutil.copyfile(Path(folder) / name, tmp / name)
+        replace_folder(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"wrote {cls.__name__} ({model.num_parameters():,} parameters) to {os.path.abspath(dst)}")
     return 0
 
 

@@ -13,13 +13,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from mdeberta.errors import MdebertaError
+
 MODEL_TYPE = "deberta-v2"
 POSITION_ATTENTION_TYPES = ("c2p", "p2c")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "relu", "tanh", "silu", "swish", "sigmoid")
 REL_EMBEDDING_NORMS = ("none", "layer_norm")
 
 
-class ConfigError(ValueError):
+class ConfigError(MdebertaError, ValueError):
     """A config value is invalid; the message names the key and the value."""
 
 

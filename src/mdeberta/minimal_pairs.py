@@ -32,12 +32,14 @@ from typing import Any
 
 import torch
 
+from mdeberta.errors import MdebertaError
+
 logger = logging.getLogger("mdeberta.minimal_pairs")
 
 METHODS = ("auto", "pll", "rtd")
 
 
-class MinimalPairsError(ValueError):
+class MinimalPairsError(MdebertaError, ValueError):
     """A minimal-pairs file or model that cannot be scored; the message names the file and line or the heads."""
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mdeberta.errors import MdebertaError
+
 logger = logging.getLogger("mdeberta.ngram")
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -36,7 +38,7 @@ _MULT = np.uint64(0x9E3779B97F4A7C15)
 FORMAT = "mdeberta-kneser-ney-v1"
 
 
-class NgramError(ValueError):
+class NgramError(MdebertaError, ValueError):
     """An n-gram model file or corpus that cannot be used; the message names it."""
 
 

@@ -31,6 +31,7 @@ import torch
 
 from mdeberta.checkpoint import CheckpointError, atomic_write_text, load_state_dict, resolve_model_dir
 from mdeberta.config import DebertaConfig
+from mdeberta.errors import MdebertaError
 
 logger = logging.getLogger("mdeberta.serving")
 
@@ -51,7 +52,7 @@ UNSUPPORTED_HEADS = {"rtd": "the replaced-token-detection head is for pretrainin
                             "(--head base) or a fine-tuned model"}
 
 
-class ExportError(RuntimeError):
+class ExportError(MdebertaError, RuntimeError):
     """The model cannot be exported, or ONNX Runtime does not reproduce it; nothing was written."""
 
 
@@ -146,14 +147,23 @@ class ExportReport:
 
 def export_onnx(src: str | os.PathLike, dst: str | os.PathLike, head: str = "auto", opset: int = 17,
                 tolerance: float = 1e-4, int8: bool = False, check_file: str | os.PathLike | None = None,
-                check_examples: int = 500, max_length: int = 256, require_tokenizer: bool = True) -> ExportReport:
+                check_examples: int = 500, max_length: int = 256, require_tokenizer: bool = True,
+                overwrite: bool = False) -> ExportReport:
     """Export ``src`` to the ONNX folder ``dst`` (see the module docstring); raises :class:`ExportError`.
-    ``require_tokenizer=False`` allows a folder without tokenizer files (speed measurements only)."""
+    ``require_tokenizer=False`` allows a folder without tokenizer files (speed measurements only). An existing
+    ``dst`` is replaced only with ``overwrite`` (renamed aside, deleted after the new folder is in place); ``dst``
+    may never be, contain or sit inside ``src``."""
+    from mdeberta.outputs import OutputPathError, check_output_folder, replace_folder, user_file_mode
+
     onnx, ort = _require_onnx()
     start = time.perf_counter()
     if opset < 17:
         raise ExportError(f"--opset {opset}: at least 17 (LayerNormalization)")
     dst = Path(dst)
+    try:
+        check_output_folder(dst, [src], overwrite=overwrite, flag="export-onnx DST")
+    except OutputPathError as e:
+        raise ExportError(str(e)) from None
     model, head, folder = load_for_export(src, head)
     missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
     if "spm.model" in missing and require_tokenizer:
@@ -163,6 +173,7 @@ def export_onnx(src: str | os.PathLike, dst: str | os.PathLike, head: str = "aut
         raise ExportError("--check-file scores an NLI file: it needs a sequence-classification model")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    os.chmod(tmp, user_file_mode(directory=True))  # mkdtemp makes 0700
     try:
         model.set_attention_backend("reference")
         example = _random_inputs(model.config, head, 2, 16, seed=0)
@@ -199,14 +210,7 @@ def export_onnx(src: str | os.PathLike, dst: str | os.PathLike, head: str = "aut
             int8_report = quantize_int8(tmp, head, check_file, check_examples, max_length)
             info["int8"] = {"file": INT8_FILE, **int8_report}
             atomic_write_text(tmp / EXPORT_INFO, json.dumps(info, indent=2) + "\n")
-        if dst.exists():
-            old = dst.with_name(f".{dst.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            dst.rename(old)
-            tmp.rename(dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(dst)
+        replace_folder(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

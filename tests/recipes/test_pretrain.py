@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_helpers import assert_cli_error
 from mdeberta.cli import main
 from subprocess_helpers import run_torchrun
 
@@ -67,13 +68,15 @@ def test_resume_is_exact(setup, tmp_path):
     assert _losses(tmp_path / "split", "rtd_loss") == _losses(tmp_path / "full", "rtd_loss")
 
 
-def test_resume_with_corrupt_newest_checkpoint_falls_back(setup, tmp_path):
+def test_resume_with_corrupt_newest_checkpoint_falls_back(setup, tmp_path, caplog):
     common = ["--max-steps", "4", "--num-workers", "0", "--save-every", "1", "--stop-after", "2"]
     assert main(_args(setup, tmp_path, *common)) == 0
     (tmp_path / "checkpoints" / "step-00000002.pt").write_bytes(b"\x00" * 10)
-    assert main(_args(setup, tmp_path, "--max-steps", "4", "--num-workers", "0", "--resume")) == 0
+    with caplog.at_level("INFO", logger="mdeberta.train"):
+        assert main(_args(setup, tmp_path, "--max-steps", "4", "--num-workers", "0", "--resume")) == 0
+    assert "step-00000002.pt is corrupt" in caplog.text and "step-00000001.pt at step 1" in caplog.text
     steps = [r["step"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
-    assert steps == [1, 2, 2, 3, 4]  # resumed from step 1 after skipping the corrupt step-2 file
+    assert steps == [1, 2, 3, 4]  # the step logged before the kill is logged once, by the resumed run
 
 
 @pytest.mark.slow
@@ -176,7 +179,7 @@ def test_num_workers_auto_is_measured_and_kept_on_resume(setup, tmp_path, caplog
     assert len(_losses(tmp_path)) == 4
 
 
-def test_corpus_formats_through_the_command(setup, tmp_path):
+def test_corpus_formats_through_the_command(setup, tmp_path, capsys):
     """A JSONL source (weighted) beside the text folder: the options reach the reader."""
     texts = (Path(setup["corpus"]) / "aa.txt").read_text().splitlines()
     (tmp_path / "extra").mkdir()
@@ -188,15 +191,16 @@ def test_corpus_formats_through_the_command(setup, tmp_path):
     assert main(args) == 0
     assert len(_losses(tmp_path / "run")) == 2
     args[args.index("--text-field") + 1] = "text"
-    with pytest.raises(Exception, match=r"aa.jsonl:1: no field 'text' \(the record has \['body'\]\)"):
-        main(args)
+    args[args.index("--output") + 1] = str(tmp_path / "run2")
+    assert_cli_error(capsys, args, r"aa.jsonl:1: no field 'text' \(the record has \['body'\]\)")
 
 
-def test_bad_arguments_are_clear(setup, tmp_path):
-    with pytest.raises(Exception, match="no corpus file for language"):
-        main(_args(setup, tmp_path, "--languages", "aa,zz"))
-    with pytest.raises(ValueError, match="max_position_embeddings"):
-        main(_args(setup, tmp_path, "--max-seq-length", "512"))
+def test_bad_arguments_are_clear(setup, tmp_path, capsys):
+    assert_cli_error(capsys, _args(setup, tmp_path / "a", "--languages", "aa,zz"), "no corpus file for language")
+    assert_cli_error(capsys, _args(setup, tmp_path / "b", "--max-seq-length", "512"), "max_position_embeddings")
+    for flag in ("--batch-size", "--max-steps", "--grad-accum", "--max-seq-length"):
+        assert_cli_error(capsys, _args(setup, tmp_path / "c", flag, "0"), f"{flag} 0: must be >= 1")
+    assert not (tmp_path / "c").exists()
 
 
 @pytest.mark.slow
@@ -224,7 +228,7 @@ def test_tiny_run_on_shared_corpus_learns(tmp_path):
     assert (out / "metrics.png").exists()
 
 
-def test_minimal_pairs_are_scored_during_pretraining(setup, tmp_path):
+def test_minimal_pairs_are_scored_during_pretraining(setup, tmp_path, capsys):
     """--eval-minimal-pairs logs generator and discriminator accuracy with the health metrics; the final values
     equal a standalone evaluation of the exported models (GDES-merged embedding included)."""
     from mdeberta.minimal_pairs import evaluate_minimal_pairs, read_minimal_pairs
@@ -249,12 +253,12 @@ def test_minimal_pairs_are_scored_during_pretraining(setup, tmp_path):
                           (DebertaForReplacedTokenDetection, "discriminator", "discriminator")):
         summary, _ = evaluate_minimal_pairs(cls.from_pretrained(out / "export" / sub), tok, sample)
         assert summary["overall"] == pytest.approx(health[-1][f"eval/minimal_pairs_{key}"])
-    with pytest.raises(Exception, match=r"missing.jsonl: no such file"):
-        main(_args(setup, tmp_path / "bad", "--max-steps", "1", "--num-workers", "0", "--eval-minimal-pairs",
-                   str(tmp_path / "missing.jsonl")))
+    assert_cli_error(capsys, _args(setup, tmp_path / "bad", "--max-steps", "1", "--num-workers", "0",
+                                   "--eval-minimal-pairs", str(tmp_path / "missing.jsonl")),
+                     r"missing.jsonl: no such file")
 
 
-def test_export_checkpoint_rebuilds_any_step(setup, tmp_path):
+def test_export_checkpoint_rebuilds_any_step(setup, tmp_path, capsys):
     """export-checkpoint at the last step writes the same weights as the run's own export; an earlier step differs;
     a missing step is a clear error."""
     from safetensors.torch import load_file
@@ -271,5 +275,63 @@ def test_export_checkpoint_rebuilds_any_step(setup, tmp_path):
         assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
         assert any(not torch.equal(final[k], two[k]) for k in final)
     assert (tmp_path / "two" / "tokenizer" / "spm.model").is_file()
-    with pytest.raises(Exception, match="no checkpoint for step 3"):
-        main(["export-checkpoint", str(out), "--step", "3", "--output", str(tmp_path / "three")])
+    assert_cli_error(capsys, ["export-checkpoint", str(out), "--step", "3", "--output", str(tmp_path / "three")],
+                     "no checkpoint for step 3")
+
+
+def test_a_run_folder_holds_one_run(setup, tmp_path, capsys, caplog):
+    """No reuse without --resume (or --overwrite); --resume refuses changed arguments, names them, and leaves
+    run_config.json as it was; safe ones (logging) pass; --resume with no checkpoint yet starts the run."""
+    out = tmp_path / "run"
+    common = ["--max-steps", "4", "--num-workers", "0", "--save-every", "2"]
+    assert main(_args(setup, out, *common, "--stop-after", "2")) == 0
+    stored = (out / "run_config.json").read_text()
+    assert_cli_error(capsys, _args(setup, out, *common), r"--output .*run already exists .*--overwrite.*--resume")
+    err = assert_cli_error(capsys, _args(setup, out, *common, "--resume", "--batch-size", "8", "--lr", "2e-3"),
+                           r"--batch-size: 4 in the stored run, 8 now")
+    assert "--lr: 0.001 in the stored run, 0.002 now" in err
+    assert_cli_error(capsys, _args(setup, out, *common, "--resume", "--model-preset", "deberta-v3-tiny"),
+                     r"--model-preset: 'deberta-v3-micro' in the stored run, 'deberta-v3-tiny' now")
+    assert (out / "run_config.json").read_text() == stored
+    assert main(_args(setup, out, *common, "--resume", "--log-every", "2")) == 0  # a safe change
+    assert json.loads((out / "run_config.json").read_text())["log_every"] == 2
+    assert (out / "export" / "discriminator").is_dir()
+    # --overwrite: the old run is set aside, then gone once the new run finished.
+    (out / "notes.txt").write_text("old run")
+    assert main(_args(setup, out, "--max-steps", "2", "--num-workers", "0", "--overwrite")) == 0
+    assert not (out / "notes.txt").exists() and len(_losses(out)) == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.replaced")]
+    # A job requeued before its first checkpoint: --resume starts it.
+    fresh = tmp_path / "fresh"
+    with caplog.at_level("INFO", logger="mdeberta.train"):
+        assert main(_args(setup, fresh, "--max-steps", "2", "--num-workers", "0", "--resume")) == 0
+    assert "no checkpoint in" in caplog.text and len(_losses(fresh)) == 2
+
+
+def test_output_inside_or_equal_to_a_source_is_refused(setup, tmp_path, capsys):
+    assert_cli_error(capsys, _args(setup, Path(setup["tok"])), r"--output .* is the source")
+    assert_cli_error(capsys, _args(setup, Path(setup["corpus"]) / "run"), r"--output .* is inside the source")
+    (tmp_path / "file").write_text("x")
+    assert_cli_error(capsys, _args(setup, tmp_path / "file"), r"--output .*file is a file, not a folder")
+
+
+def test_export_checkpoint_step_zero_is_the_initialization(setup, tmp_path):
+    """Step 0 rebuilds the run's initial weights from its seed: the model the recipe's build() starts training."""
+    import argparse
+
+    from safetensors.torch import load_file
+
+    from mdeberta.recipes.pretrain import build
+    from mdeberta.train.distributed import DistributedEnv
+
+    out = tmp_path / "run"
+    assert main(_args(setup, out, "--max-steps", "2", "--num-workers", "0")) == 0
+    assert main(["export-checkpoint", str(out), "--step", "0", "--output", str(tmp_path / "init")]) == 0
+    args = argparse.Namespace(**json.loads((out / "run_config.json").read_text()))
+    model = build(args, DistributedEnv())["model"]
+    for sub, part in (("generator", model.generator), ("discriminator", model.export_discriminator())):
+        init = load_file(tmp_path / "init" / sub / "model.safetensors")
+        state = part.state_dict()
+        assert all(torch.equal(init[k], state[k]) for k in init), sub
+    trained = load_file(out / "export" / "generator" / "model.safetensors")
+    assert any(not torch.equal(trained[k], model.generator.state_dict()[k]) for k in trained)

@@ -5,9 +5,14 @@ Readers give :class:`TaggedSentence` (tokens, tags, language, where it came from
 
 * CoNLL: one token per line, the tag in the last column (space or tab separated), a blank line between
   sentences, ``-DOCSTART-`` lines skipped (``.conll``, ``.txt``, ``.iob2``, ``.tsv``; ``.gz`` too). PAN-X files
-  prefix tokens with their language (``en:Paris``); ``strip_language_prefix`` removes it.
-* JSON lines: ``{"tokens": [...], "ner_tags" | "tags" | "labels": [...]}``, tags as names (or ids with
-  ``label_names``).
+  prefix tokens with their language (``en:Paris``); ``strip_language_prefix`` removes it. Every token line of a
+  file has the same number of columns: a line missing its tag (``tok NN`` among ``tok NN B-PER`` lines) would
+  make its POS tag an entity class.
+* JSON lines: ``{"tokens": [...], "ner_tags" | "tags" | "labels": [...]}``, tokens as strings, tags as names (or
+  ids with ``label_names``), as many tags as tokens.
+
+In a file whose tags use the IOB2 / IOBES prefixes (``B-PER``, ``I-LOC``, ``E-X``, ``S-X``, ``O``), every tag must
+(``NN`` among them is a column mix-up); files of plain tags (IO types, POS tags) are read as they are.
 * hub datasets: ``google/xtreme`` with config ``PAN-X.<lang>`` and ``unimelb-nlp/wikiann`` with config
   ``<lang>`` (``datasets``), tag names from the dataset's ClassLabel.
 
@@ -20,14 +25,17 @@ averages over exact (type, start, end) matches.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mdeberta.data.nli import open_text
+from mdeberta.errors import MdebertaError
 
 logger = logging.getLogger("mdeberta.data")
 
@@ -35,9 +43,10 @@ TAG_KEYS = ("ner_tags", "tags", "labels", "ner")
 SCHEMES = ("IOB2", "IOBES")
 HUB_NER = {"google/xtreme": "PAN-X.{lang}", "xtreme": "PAN-X.{lang}", "unimelb-nlp/wikiann": "{lang}",
            "wikiann": "{lang}"}
+PREFIXED_TAG = re.compile(r"[BIES]-\S+")
 
 
-class NERDataError(ValueError):
+class NERDataError(MdebertaError, ValueError):
     """A token-classification file cannot be used; the message names the file, the line and the problem."""
 
 
@@ -53,10 +62,15 @@ class TaggedSentence:
 # --------------------------------------------------------------------------- reading
 def read_conll(path: str | Path, language: str | None = None, strip_language_prefix: bool = True
                ) -> list[TaggedSentence]:
+    """Sentences of a CoNLL file. The tag is the last column and every token line must have as many columns as
+    the file's others; tags are checked against the file's scheme (:func:`check_tag_scheme`)."""
     path = Path(path)
     sentences: list[TaggedSentence] = []
     tokens: list[str] = []
     tags: list[str] = []
+    tag_lines: list[int] = []  # the line of each tag, for errors
+    widths: collections.Counter[int] = collections.Counter()
+    first_of_width: dict[int, tuple[int, int, str]] = {}  # columns -> (its first line, columns, text)
     start = 0
 
     def flush() -> None:
@@ -77,6 +91,8 @@ def read_conll(path: str | Path, language: str | None = None, strip_language_pre
             parts = line.split("\t") if "\t" in line else line.split()
             if len(parts) < 2:
                 raise NERDataError(f"{path}:{n}: expected a token and a tag, got {line!r}")
+            widths[len(parts)] += 1
+            first_of_width.setdefault(len(parts), (n, len(parts), line))
             token, tag = parts[0], parts[-1]
             if strip_language_prefix and ":" in token[:4] and token.split(":", 1)[0].isalpha():
                 prefix, rest = token.split(":", 1)
@@ -86,41 +102,97 @@ def read_conll(path: str | Path, language: str | None = None, strip_language_pre
                 start = n
             tokens.append(token)
             tags.append(tag)
+            tag_lines.append(n)
     flush()
+    if len(widths) > 1:
+        usual = max(widths, key=lambda k: (widths[k], k))  # ties: the wider, a missing column is the usual slip
+        n, odd, line = min(first_of_width[k] for k in widths if k != usual)
+        raise NERDataError(f"{path}:{n}: {odd} columns, but the file's other token lines have {usual} "
+                           f"({widths[usual]} of {sum(widths.values())} lines; the tag is the last column, so a "
+                           f"missing column would make another one the tag): {line!r}")
+    all_tags = (tag for s in sentences for tag in s.tags)
+    check_tag_scheme(((f"{path}:{n}", tag, None) for n, tag in zip(tag_lines, all_tags)), path)
     return sentences
+
+
+def check_tag_scheme(tags: Iterable[tuple[str, str, str | None]], source: str | Path) -> None:
+    """Tags given as (where, tag, description or None): when any uses an IOB2 / IOBES prefix (``B-PER``), each must
+    be such a tag or ``O``. A ``NN`` among IOB tags means a column mix-up; plain-tag files (IO, POS) pass."""
+    prefixed: tuple[str, str] | None = None
+    plain: tuple[str, str, str | None] | None = None
+    for where, tag, what in tags:
+        if tag == "O" or PREFIXED_TAG.fullmatch(tag):
+            if prefixed is None and tag != "O":
+                prefixed = (where, tag)
+        elif plain is None:
+            plain = (where, tag, what)
+        if prefixed is not None and plain is not None:
+            where, tag, what = plain
+            at = prefixed[0].removeprefix(f"{source}:")
+            raise NERDataError(f"{where}: tag {tag!r}{' of ' + what if what else ''} is not an IOB2 / IOBES tag "
+                               f"(B-, I-, E- or S- and a type, or O), but the file's other tags are (e.g. "
+                               f"{prefixed[1]!r} at line {at}); is a column missing or shifted?")
 
 
 def read_jsonl(path: str | Path, language: str | None = None, label_names: Sequence[str] | None = None
                ) -> list[TaggedSentence]:
+    """Sentences of a JSON lines file: ``tokens`` a list of strings, the tags a list as long of names (or ids
+    with ``label_names``); anything else is an error naming the line rather than a stringified token."""
     path = Path(path)
     sentences = []
     with open_text(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            where = f"{path}:{n}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise NERDataError(f"{path}:{n}: not a JSON record ({e})") from e
+                raise NERDataError(f"{where}: not a JSON record ({e})") from e
+            if not isinstance(record, dict):
+                raise NERDataError(f"{where}: expected a JSON object with 'tokens' and tags, got "
+                                   f"{type(record).__name__}")
             tokens = record.get("tokens")
             key = next((k for k in TAG_KEYS if k in record), None)
-            if not isinstance(tokens, list) or key is None:
-                raise NERDataError(f"{path}:{n}: expected 'tokens' and one of {list(TAG_KEYS)}, the record has "
+            if tokens is None or key is None:
+                raise NERDataError(f"{where}: expected 'tokens' and one of {list(TAG_KEYS)}, the record has "
                                    f"{sorted(record)}")
-            tags = [_tag_name(t, label_names, f"{path}:{n}") for t in record[key]]
+            if not isinstance(tokens, list):
+                raise NERDataError(f"{where}: 'tokens' must be a list of strings, got {type(tokens).__name__} "
+                                   f"{_short(tokens)}")
+            bad = next((k for k, t in enumerate(tokens) if not isinstance(t, str)), None)
+            if bad is not None:
+                raise NERDataError(f"{where}: 'tokens' must be a list of strings; item {bad} is "
+                                   f"{type(tokens[bad]).__name__} {_short(tokens[bad])}")
+            if not isinstance(record[key], list):
+                raise NERDataError(f"{where}: {key!r} must be a list, got {type(record[key]).__name__} "
+                                   f"{_short(record[key])}")
+            tags = [_tag_name(t, label_names, where) for t in record[key]]
             if len(tags) != len(tokens):
-                raise NERDataError(f"{path}:{n}: {len(tokens)} tokens but {len(tags)} tags")
-            sentences.append(TaggedSentence([str(t) for t in tokens], tags, record.get("language", language),
-                                            f"{path}:{n}", len(sentences)))
+                raise NERDataError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
+            lang = record.get("language", language)
+            if lang is not None and not isinstance(lang, str):
+                raise NERDataError(f"{where}: 'language' must be a string, got {type(lang).__name__} {_short(lang)}")
+            sentences.append(TaggedSentence(tokens, tags, lang, where, len(sentences)))
+    check_tag_scheme(((s.where, tag, f"token {k} ({s.tokens[k]!r})") for s in sentences
+                      for k, tag in enumerate(s.tags)), path)
     return sentences
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _tag_name(tag: Any, names: Sequence[str] | None, where: str) -> str:
     if isinstance(tag, str):
         return tag
-    if isinstance(tag, int) and names is not None and 0 <= tag < len(names):
-        return names[tag]
-    raise NERDataError(f"{where}: tag {tag!r} is an id but no label names were given (or it is out of range)")
+    if isinstance(tag, int) and not isinstance(tag, bool):
+        if names is not None and 0 <= tag < len(names):
+            return names[tag]
+        raise NERDataError(f"{where}: tag {tag!r} is an id but no label names were given (or it is out of range)")
+    raise NERDataError(f"{where}: tag {_short(tag)} is {type(tag).__name__}; tags are names (strings) or ids "
+                       "(integers, with label names)")
 
 
 def read_hub(name: str, language: str, split: str) -> list[TaggedSentence]:
@@ -280,5 +352,6 @@ def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[st
                                             for t in types}}
 
 
-__all__ = ["NERDataError", "NERFeature", "TaggedSentence", "check_labels", "encode_tagged", "entity_scores",
-           "get_entities", "label_list", "load_tagged", "read_conll", "read_jsonl", "word_predictions"]
+__all__ = ["NERDataError", "NERFeature", "TaggedSentence", "check_labels", "check_tag_scheme", "encode_tagged",
+           "entity_scores", "get_entities", "label_list", "load_tagged", "read_conll", "read_jsonl",
+           "word_predictions"]

@@ -4,20 +4,28 @@ Layouts read (plain or gzip, chosen by file name):
 
 * TSV with a header naming premise / hypothesis / label columns. Accepted names: ``premise`` or ``sentence1``
   (or ``text_a``/``text``), ``hypothesis`` or ``sentence2`` (or ``text_b``), ``gold_label`` or ``label``, and
-  optionally ``language``. This covers the per-language files ``xnli.{split}.{lang}.tsv.gz``, the original
-  XNLI-1.0 ``xnli.dev.tsv`` / ``xnli.test.tsv`` (all languages in one file, a ``language`` column) and
+  optionally ``language`` (or ``lang``). This covers the per-language files ``xnli.{split}.{lang}.tsv.gz``, the
+  original XNLI-1.0 ``xnli.dev.tsv`` / ``xnli.test.tsv`` (all languages in one file, a ``language`` column) and
   MultiNLI's ``.txt`` / GLUE ``.tsv`` files.
-* JSONL, one object per line with the same keys (MultiNLI's ``multinli_1.0_train.jsonl``).
+* JSONL, one object per line with the same keys (MultiNLI's ``multinli_1.0_train.jsonl``); the premise and the
+  hypothesis must be strings, the label a string or an integer.
 * Hugging Face hub datasets (``facebook/xnli``, ``nyu-mll/multi_nli``), when ``datasets`` is installed and online.
+
+A file is either pairs or single texts, decided once for the whole file: it holds pairs iff it has a hypothesis
+column (JSONL: iff its first record has a hypothesis key), so that a missing or empty hypothesis on one row is an
+error instead of a single text among pairs (:func:`nli_input_form`, ``ReadReport.form``). A column that is not
+known but close to the name of a missing one (``hypotesis``, ``lable``) is an error with the suggestion: read as
+is, it would silently train a premise-only or an unlabelled model.
 
 Labels are always entailment=0, neutral=1, contradiction=2 (the order of XNLI/MultiNLI on the hub), so a model
 fine-tuned here, the hub datasets and every prediction file agree. Rows that cannot be read (wrong number of
-fields, empty text, bad JSON) are skipped and reported with their line numbers; a label outside the map is an
+fields, empty premise, bad JSON) are skipped and reported with their line numbers; a label outside the map is an
 error, because silently dropping a whole class would corrupt every number computed afterwards.
 """
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import io
 import json
@@ -31,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from mdeberta.errors import MdebertaError
 
 logger = logging.getLogger("mdeberta.data.nli")
 
@@ -48,10 +58,24 @@ PREMISE_KEYS = ("premise", "sentence1", "text_a", "text")
 HYPOTHESIS_KEYS = ("hypothesis", "sentence2", "text_b")
 LABEL_KEYS = ("gold_label", "label")
 LANGUAGE_KEYS = ("language", "lang")
+ROLE_KEYS: dict[str, tuple[str, ...]] = {
+    "premise": PREMISE_KEYS, "hypothesis": HYPOTHESIS_KEYS, "label": LABEL_KEYS, "language": LANGUAGE_KEYS,
+}
+# Columns of XNLI-1.0, MultiNLI, SNLI, GLUE and the hub exports that are not read: never suspected of being a typo
+# (label1..label5 are close to "label", the parse columns to the sentences).
+KNOWN_EXTRA_COLUMNS = frozenset(
+    {"index", "idx", "id", "promptid", "pairid", "captionid", "genre", "annotator_labels", "match"}
+    | {f"label{i}" for i in range(1, 6)}
+    | {f"{s}_{kind}" for s in ("sentence1", "sentence2", "premise", "hypothesis")
+       for kind in ("binary_parse", "parse", "tokenized")}
+)
+COLUMNS_NEEDED = ("a pair file needs the columns 'premise' (or 'sentence1', 'text_a', 'text') and 'hypothesis' "
+                  "(or 'sentence2', 'text_b'), a single-text file only the first; labels are read from 'gold_label' "
+                  "or 'label', languages from 'language' or 'lang'")
 HUB_DATASETS = {"facebook/xnli": "xnli", "xnli": "xnli", "nyu-mll/multi_nli": "mnli", "multi_nli": "mnli"}
 
 
-class NLIDataError(ValueError):
+class NLIDataError(MdebertaError, ValueError):
     """NLI data cannot be used; the message names the file, the line and what was expected."""
 
 
@@ -75,6 +99,9 @@ class ReadReport:
     read: int = 0
     malformed: list[tuple[int, str]] = field(default_factory=list)
     no_gold_label: list[int] = field(default_factory=list)
+    form: str | None = None  # "pair" (a hypothesis column) or "single", for the whole file
+    labelled: bool | None = None  # a label column (JSONL: the first record has a label key)
+    form_line: int = 1  # the line that decided form and labelled (the header, or the first JSONL record)
 
     def log(self) -> None:
         if self.malformed:
@@ -140,8 +167,10 @@ def scan_nli_file(
 ) -> tuple[list[NLIExample], ReadReport]:
     """Read an NLI TSV or JSONL file (plain or .gz); keep rows of ``languages`` when the file has a language column.
 
-    Returns the examples and a report of skipped rows. Raises NLIDataError for a missing or empty file, a
-    header without premise/label columns, or an unknown label.
+    Returns the examples and a report of skipped rows (with the file's form, pairs or single texts). Raises
+    NLIDataError for a missing or empty file, a header without a premise column, a column that looks like a
+    misspelled known one, an empty hypothesis in a pair file, a JSONL value of the wrong type or a record whose
+    form differs from the file's, or an unknown label.
     """
     path = Path(path)
     if not path.is_file():
@@ -151,7 +180,7 @@ def scan_nli_file(
     examples: list[NLIExample] = []
     try:
         with open_text(path) as f:
-            rows = _jsonl_rows(f, path) if _is_jsonl(path) else _tsv_rows(f, path, report)
+            rows = _jsonl_rows(f, path, report) if _is_jsonl(path) else _tsv_rows(f, path, report)
             for line_no, row in rows:
                 if isinstance(row, str):  # a reason: the row is malformed
                     report.malformed.append((line_no, row))
@@ -159,12 +188,9 @@ def scan_nli_file(
                 language = row.get("language") or None
                 if wanted is not None and language is not None and language not in wanted:
                     continue
-                premise, hypothesis = row.get("premise"), row.get("hypothesis")
-                if not isinstance(premise, str) or not premise.strip():
+                premise, hypothesis = row["premise"], row.get("hypothesis")
+                if not premise.strip():
                     report.malformed.append((line_no, "empty premise"))
-                    continue
-                if hypothesis is not None and (not isinstance(hypothesis, str) or not hypothesis.strip()):
-                    report.malformed.append((line_no, "empty hypothesis"))
                     continue
                 if "label" not in row:
                     label = None  # unlabelled input (prediction)
@@ -173,6 +199,13 @@ def scan_nli_file(
                     if label is None:
                         report.no_gold_label.append(line_no)
                         continue
+                if report.form == "pair" and not hypothesis.strip():
+                    # Skipping it would be silent data loss, keeping it a single text among pairs. (Rows without
+                    # a gold label are skipped first, whatever their text: they are never used.)
+                    raise NLIDataError(
+                        f"{path}:{line_no}: empty hypothesis in a pair file (line {report.form_line} names a "
+                        "hypothesis, so every row is a pair); fill it in or remove the row"
+                    )
                 examples.append(NLIExample(premise, hypothesis, label, language, index=len(examples)))
                 if max_examples is not None and len(examples) >= max_examples:
                     break
@@ -194,23 +227,80 @@ def read_nli_file(
     return scan_nli_file(path, languages, max_examples)[0]
 
 
+def nli_input_form(source: str | os.PathLike) -> str:
+    """"pair" or "single": what a file holds, from its header (JSONL: its first record) alone; hub datasets hold
+    pairs. For checking that dev / test files have the form a model was trained on, before reading them."""
+    if is_hub_name(source):
+        return "pair"
+    path = Path(source)
+    if not path.is_file():
+        raise NLIDataError(f"NLI file not found: {path}")
+    report = ReadReport(str(path))
+    try:
+        with open_text(path) as f:
+            for _ in _jsonl_rows(f, path, report) if _is_jsonl(path) else _tsv_rows(f, path, report):
+                if report.form is not None:
+                    break
+    except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
+        raise NLIDataError(f"{path}: cannot read the file ({type(e).__name__}: {e})") from e
+    if report.form is None:
+        raise NLIDataError(f"{path}: no record with a premise key, so neither pairs nor single texts")
+    return report.form
+
+
+def input_form(examples: Sequence[NLIExample], where: str = "") -> str:
+    """"pair" or "single" for a data set; a mix is an error: a model is trained (and evaluated) on one form."""
+    if not examples:
+        raise NLIDataError(f"{where + ': ' if where else ''}no examples, so neither pairs nor single texts")
+    paired = examples[0].hypothesis is not None
+    odd = next((k for k, ex in enumerate(examples) if (ex.hypothesis is not None) != paired), None)
+    if odd is not None:
+        raise NLIDataError(
+            f"{where + ': ' if where else ''}mixing pairs and single texts in one data set is not supported "
+            f"(example 0 is {'a pair' if paired else 'a single text'}, example {odd} is not)"
+        )
+    return "pair" if paired else "single"
+
+
+def _value(value: Any) -> str:
+    """A value for an error message, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _columns(names: Sequence[str], where: str, kind: str) -> dict[str, str | None]:
+    """The column (JSONL: key) of each role among ``names``. A name that is not known but close to one of a role
+    the file lacks is an error with the suggestion: ``hypotesis`` would otherwise make a pair file single texts,
+    ``lable`` an unlabelled one (KeyError 'labels' at the first training step)."""
+    columns = {role: _pick(names, keys) for role, keys in ROLE_KEYS.items()}
+    missing = [key for role, keys in ROLE_KEYS.items() if columns[role] is None for key in keys]
+    known = {key for keys in ROLE_KEYS.values() for key in keys} | KNOWN_EXTRA_COLUMNS
+    for name in names:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, missing, n=1, cutoff=0.7)
+        if close:
+            what = "the header has columns" if kind == "column" else "the record has keys"
+            raise NLIDataError(f"{where}: {kind} {name!r} is not known; did you mean {close[0]!r}? ({what} "
+                               f"{list(names)}; {COLUMNS_NEEDED})")
+    return columns
+
+
 def _tsv_rows(f: io.TextIOBase, path: Path, report: ReadReport) -> Iterator[tuple[int, dict | str]]:
-    """(line number, row dict with premise/hypothesis/label/language keys) or (line number, reason)."""
+    """(line number, row dict with premise/hypothesis/label/language keys) or (line number, reason). The header
+    decides ``report.form`` and ``report.labelled`` for every row."""
     header_line = f.readline()
     if not header_line.strip():
         raise NLIDataError(f"{path}: empty file (expected a header line with premise/hypothesis/label columns)")
     header = [h.strip().lower() for h in header_line.rstrip("\r\n").split("\t")]
-    columns = {
-        "premise": _pick(header, PREMISE_KEYS),
-        "hypothesis": _pick(header, HYPOTHESIS_KEYS),
-        "label": _pick(header, LABEL_KEYS),
-        "language": _pick(header, LANGUAGE_KEYS),
-    }
+    columns = _columns(header, f"{path}:1", "column")
     if columns["premise"] is None:
-        raise NLIDataError(
-            f"{path}:1: the header {header} has no premise column; expected one of {PREMISE_KEYS} "
-            f"(and {HYPOTHESIS_KEYS} for pairs, {LABEL_KEYS} for labels)"
-        )
+        raise NLIDataError(f"{path}:1: the header {header} has no premise column; {COLUMNS_NEEDED}")
+    report.form = "pair" if columns["hypothesis"] is not None else "single"
+    report.labelled = columns["label"] is not None
+    ignored = [h for h in header if h not in columns.values() and h not in KNOWN_EXTRA_COLUMNS]
+    if ignored:
+        logger.warning("%s: ignoring column(s) %s (%s)", path, ignored, COLUMNS_NEEDED)
     index = {key: header.index(name) for key, name in columns.items() if name is not None}
     for line_no, line in enumerate(f, start=2):
         line = line.rstrip("\r\n")
@@ -223,8 +313,12 @@ def _tsv_rows(f: io.TextIOBase, path: Path, report: ReadReport) -> Iterator[tupl
         yield line_no, {key: fields[i] for key, i in index.items()}
 
 
-def _jsonl_rows(f: io.TextIOBase, path: Path) -> Iterator[tuple[int, dict | str]]:
+def _jsonl_rows(f: io.TextIOBase, path: Path, report: ReadReport) -> Iterator[tuple[int, dict | str]]:
+    """Like :func:`_tsv_rows`; the first record with a premise key decides ``report.form`` and
+    ``report.labelled``, and every later record must agree. Values are type-checked here: ``"premise": 123``
+    is not an empty row and ``"text": 5`` not the text "5"."""
     seen_any = False
+    checked: set[frozenset[str]] = set()  # key sets already checked for near-miss names
     for line_no, line in enumerate(f, start=1):
         if not line.strip():
             continue
@@ -238,18 +332,53 @@ def _jsonl_rows(f: io.TextIOBase, path: Path) -> Iterator[tuple[int, dict | str]
             yield line_no, f"expected a JSON object, got {type(obj).__name__}"
             continue
         keys = {k.lower(): v for k, v in obj.items()}
+        where = f"{path}:{line_no}"
+        if frozenset(keys) not in checked:
+            _columns(list(keys), where, "key")
+            checked.add(frozenset(keys))
         premise_key = _pick(keys, PREMISE_KEYS)
         if premise_key is None:
             yield line_no, f"no premise key (one of {PREMISE_KEYS})"
             continue
-        row: dict[str, Any] = {"premise": keys[premise_key]}
-        for name, options in (("hypothesis", HYPOTHESIS_KEYS), ("label", LABEL_KEYS), ("language", LANGUAGE_KEYS)):
-            key = _pick(keys, options)
-            if key is not None:
-                row[name] = keys[key]
+        row: dict[str, Any] = {"premise": _string(keys, premise_key, where)}
+        hypothesis_key, label_key = _pick(keys, HYPOTHESIS_KEYS), _pick(keys, LABEL_KEYS)
+        if report.form is None:
+            report.form = "pair" if hypothesis_key is not None else "single"
+            report.labelled, report.form_line = label_key is not None, line_no
+        if (hypothesis_key is not None) != (report.form == "pair"):
+            if hypothesis_key is None:
+                raise NLIDataError(f"{where}: no hypothesis key (one of {HYPOTHESIS_KEYS}), but line "
+                                   f"{report.form_line} has one: a pair file cannot hold single texts (the record "
+                                   f"has keys {sorted(obj)})")
+            raise NLIDataError(f"{where}: key {hypothesis_key!r}, but line {report.form_line} has none: a "
+                               f"single-text file cannot hold pairs (the record has keys {sorted(obj)})")
+        if (label_key is not None) != report.labelled:
+            if label_key is None:
+                raise NLIDataError(f"{where}: no label key (one of {LABEL_KEYS}), but line {report.form_line} has "
+                                   f"one (the record has keys {sorted(obj)})")
+            raise NLIDataError(f"{where}: label key {label_key!r}, but line {report.form_line} has none: a file is "
+                               f"either labelled or not")
+        if hypothesis_key is not None:
+            row["hypothesis"] = _string(keys, hypothesis_key, where)
+        if label_key is not None:
+            label = keys[label_key]
+            if isinstance(label, bool) or not isinstance(label, (str, int, float)):
+                raise NLIDataError(f"{where}: {label_key!r} must be a string or an integer, got "
+                                   f"{type(label).__name__} {_value(label)}")
+            row["label"] = label
+        language_key = _pick(keys, LANGUAGE_KEYS)
+        if language_key is not None and keys[language_key] is not None:
+            row["language"] = _string(keys, language_key, where)
         yield line_no, row
     if not seen_any:
         raise NLIDataError(f"{path}: empty file (expected JSON lines with premise/hypothesis/label keys)")
+
+
+def _string(keys: dict[str, Any], key: str, where: str) -> str:
+    value = keys[key]
+    if not isinstance(value, str):
+        raise NLIDataError(f"{where}: {key!r} must be a string, got {type(value).__name__} {_value(value)}")
+    return value
 
 
 # --------------------------------------------------------------------------- languages and sources
@@ -389,14 +518,23 @@ def load_nli(
     if not items:
         raise NLIDataError("no NLI data source given")
     examples: list[NLIExample] = []
+    first: tuple[str, str] | None = None  # (source, form) of the first source: every other one must match
     for src in items:
         if is_hub_name(src):
             if HUB_DATASETS[str(src)] == "xnli":
-                examples += load_hub_nli(str(src), split, "en", max_examples if len(items) == 1 else None)
+                part = load_hub_nli(str(src), split, "en", max_examples if len(items) == 1 else None)
             else:
-                examples += load_hub_nli(str(src), split, None, max_examples if len(items) == 1 else None)
+                part = load_hub_nli(str(src), split, None, max_examples if len(items) == 1 else None)
         else:
-            examples += read_nli_file(src, max_examples=max_examples if len(items) == 1 else None)
+            part = read_nli_file(src, max_examples=max_examples if len(items) == 1 else None)
+        form = input_form(part, str(src)) if part else None
+        if first is None and form is not None:
+            first = (str(src), form)
+        elif first is not None and form is not None and form != first[1]:
+            names = {"pair": "pairs", "single": "single texts"}
+            raise NLIDataError(f"{src} holds {names[form]} but {first[0]} holds {names[first[1]]}: the sources of "
+                               "one data set must all be pairs or all single texts")
+        examples += part
     if max_examples is not None and len(examples) > max_examples:
         keep = sorted(random.Random(seed).sample(range(len(examples)), max_examples))
         examples = [examples[i] for i in keep]
@@ -407,14 +545,15 @@ def load_nli(
 
 # --------------------------------------------------------------------------- encoding and batching
 def encode_examples(tokenizer: Any, examples: Sequence[NLIExample], max_length: int) -> list[dict[str, Any]]:
-    """Token ids per example, truncated longest-first to ``max_length`` (special tokens included)."""
-    features = []
+    """Token ids per example, truncated longest-first to ``max_length`` (special tokens included). The form is
+    checked over the whole data set, not per chunk: uniform chunks of a mixed set would train on both."""
+    features: list[dict[str, Any]] = []
+    if not examples:
+        return features
+    paired = input_form(examples) == "pair"
     chunk = 256
     for start in range(0, len(examples), chunk):
         part = examples[start:start + chunk]
-        paired = [ex for ex in part if ex.hypothesis is not None]
-        if paired and len(paired) != len(part):
-            raise NLIDataError("mixing pairs and single texts in one data set is not supported")
         enc = tokenizer(
             [ex.premise for ex in part], [ex.hypothesis for ex in part] if paired else None,
             truncation="longest_first", max_length=max_length,

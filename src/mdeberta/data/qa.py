@@ -1,5 +1,12 @@
-"""Extractive question answering data: SQuAD v1.1 / XQuAD / MLQA JSON and hub datasets, windows over long contexts,
-n-best span decoding, and SQuAD / MLQA exact match and F1.
+"""Extractive question answering data: SQuAD v1.1 / XQuAD / MLQA JSON, JSON lines and hub datasets, windows over long
+contexts, n-best span decoding, and SQuAD / MLQA exact match and F1.
+
+Readers check every record up front: a missing key, a value of the wrong type, or an answer whose ``answer_start``
+is negative or past the context (Python's negative slicing would let ``-9`` pass a text check and the question
+train as unanswerable) is an error naming the file, the question id (JSON lines: the line) and the keys it has.
+JSON lines files (``.jsonl``, ``.jsonl.gz``) hold one question per line, ``{"id", "question", "context",
+"answers"}`` with the answers as SQuAD's list of ``{"text", "answer_start"}`` or the hub's
+``{"text": [...], "answer_start": [...]}`` (what ``datasets`` exports).
 
 Examples become features with the tokenizer's offsets: ``[CLS] question [SEP] context window [SEP]``, windows of
 ``max_length`` tokens over the context that overlap by ``stride`` tokens; in training a window that does not hold
@@ -26,13 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mdeberta.data.nli import open_text
+from mdeberta.errors import MdebertaError
+
 logger = logging.getLogger("mdeberta.data")
 
 HUB_QA = {"rajpurkar/squad": None, "squad": None, "google/xquad": "xquad.{lang}", "xquad": "xquad.{lang}",
           "facebook/mlqa": "mlqa.{lang}.{lang}", "mlqa": "mlqa.{lang}.{lang}"}
 
 
-class QADataError(ValueError):
+class QADataError(MdebertaError, ValueError):
     """A question-answering file cannot be used; the message names the file, the question id and the problem."""
 
 
@@ -48,31 +58,140 @@ class QAExample:
 # --------------------------------------------------------------------------- reading
 def read_squad(path: str | Path, language: str | None = None, check_answers: bool = True) -> list[QAExample]:
     """SQuAD v1.1 layout (also XQuAD and MLQA): data -> paragraphs -> qas. An answer whose text is not the context
-    at ``answer_start`` is an error naming the question id (``check_answers``)."""
+    at ``answer_start`` is an error naming the question id (``check_answers``); an answer outside the context, a
+    missing key or a wrong type always is."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        with open_text(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        hint = " (a JSON lines file must be named .jsonl)" if e.msg == "Extra data" else ""
+        raise QADataError(f"{path}: cannot read SQuAD JSON ({e}){hint}") from e
+    except (OSError, EOFError, UnicodeDecodeError) as e:
         raise QADataError(f"{path}: cannot read SQuAD JSON ({e})") from e
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise QADataError(f"{path}: expected SQuAD JSON ({{'data': [{{'paragraphs': [...]}}]}})")
     examples = []
-    for article in data["data"]:
-        for paragraph in article.get("paragraphs", []):
-            context = paragraph["context"]
-            for qa in paragraph.get("qas", []):
-                answers = [{"text": a["text"], "answer_start": int(a["answer_start"])} for a in qa.get("answers", [])]
-                if check_answers:
-                    for a in answers:
-                        got = context[a["answer_start"]:a["answer_start"] + len(a["text"])]
-                        if got != a["text"]:
-                            raise QADataError(f"{path}: question {qa.get('id')!r}: answer {a['text']!r} is not the "
-                                              f"context at answer_start {a['answer_start']} (found {got!r})")
-                examples.append(QAExample(str(qa.get("id", len(examples))), qa["question"], context, answers,
-                                          language))
+    for i, article in enumerate(data["data"]):
+        at_article = f"{path}: article {i}"
+        if isinstance(article, dict) and isinstance(article.get("title"), str):
+            at_article += f" ({article['title']!r})"
+        for j, paragraph in enumerate(_list(_object(article, at_article), "paragraphs", at_article)):
+            at_paragraph = f"{at_article} paragraph {j}"
+            paragraph = _object(paragraph, at_paragraph)
+            context = _string(paragraph, "context", at_paragraph)
+            for k, qa in enumerate(_list(paragraph, "qas", at_paragraph)):
+                qa = _object(qa, f"{at_paragraph} question {k}")
+                where = f"{path}: question {qa['id']!r}" if "id" in qa else f"{at_paragraph} question {k}"
+                examples.append(_example(qa, context, where, str(qa.get("id", len(examples))), language,
+                                         check_answers))
     if not examples:
         raise QADataError(f"{path}: no questions")
     return examples
+
+
+def read_qa_jsonl(path: str | Path, language: str | None = None, check_answers: bool = True) -> list[QAExample]:
+    """One question per line: ``{"id", "question", "context", "answers"}`` (answers as in SQuAD or the hub);
+    the same checks as :func:`read_squad`, errors naming the line and the question id."""
+    path = Path(path)
+    examples = []
+    try:
+        with open_text(path) as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise QADataError(f"{path}:{n}: not a JSON record ({e})") from e
+                where = f"{path}:{n}"
+                record = _object(record, where)
+                if "id" in record:
+                    where += f" (question {record['id']!r})"
+                context = _string(record, "context", where)
+                lang = _string(record, "language", where) if "language" in record else language
+                examples.append(_example(record, context, where, str(record.get("id", len(examples))), lang,
+                                         check_answers))
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise QADataError(f"{path}: cannot read ({e})") from e
+    if not examples:
+        raise QADataError(f"{path}: no questions")
+    return examples
+
+
+def _example(qa: dict[str, Any], context: str, where: str, qid: str, language: str | None,
+             check_answers: bool) -> QAExample:
+    question = _string(qa, "question", where)
+    answers = _answers(_field(qa, "answers", where), context, where, check_answers)
+    return QAExample(qid, question, context, answers, language)
+
+
+def _answers(raw: Any, context: str, where: str, check_answers: bool) -> list[dict[str, Any]]:
+    """SQuAD's list of {"text", "answer_start"} (or the hub's dict of two lists), checked against the context."""
+    if isinstance(raw, dict) and isinstance(raw.get("text"), list) and isinstance(raw.get("answer_start"), list):
+        if len(raw["text"]) != len(raw["answer_start"]):
+            raise QADataError(f"{where}: {len(raw['text'])} answer texts but {len(raw['answer_start'])} "
+                              "answer_start values")
+        raw = [{"text": t, "answer_start": s} for t, s in zip(raw["text"], raw["answer_start"])]
+    if not isinstance(raw, list) or not all(isinstance(a, dict) for a in raw):
+        raise QADataError(f"{where}: 'answers' must be a list of {{'text', 'answer_start'}} objects (or "
+                          f"{{'text': [...], 'answer_start': [...]}}), got {type(raw).__name__} {_short(raw)}")
+    answers = []
+    for k, a in enumerate(raw):
+        text = _string(a, "text", f"{where} answer {k}")
+        start = _field(a, "answer_start", f"{where} answer {k}")
+        if isinstance(start, float) and start.is_integer():
+            start = int(start)
+        if isinstance(start, bool) or not isinstance(start, int):
+            raise QADataError(f"{where} answer {k}: 'answer_start' must be an integer, got {type(start).__name__} "
+                              f"{_short(start)}")
+        if not text:
+            raise QADataError(f"{where}: answer {k} has an empty text (a question without an answer has "
+                              "'answers': [])")
+        if not 0 <= start < len(context):
+            raise QADataError(f"{where}: answer_start {start} is outside the context (0 to {len(context) - 1}) for "
+                              f"answer {text!r}")
+        if start + len(text) > len(context):
+            raise QADataError(f"{where}: answer {text!r} at answer_start {start} ends at {start + len(text)}, past "
+                              f"the end of the context ({len(context)} characters)")
+        if check_answers:
+            got = context[start:start + len(text)]
+            if got != text:
+                raise QADataError(f"{where}: answer {text!r} is not the context at answer_start {start} "
+                                  f"(found {got!r})")
+        answers.append({"text": text, "answer_start": start})
+    return answers
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise QADataError(f"{where}: expected a JSON object, got {type(value).__name__} {_short(value)}")
+    return value
+
+
+def _field(record: dict[str, Any], key: str, where: str) -> Any:
+    if key not in record:
+        raise QADataError(f"{where}: no key {key!r} (it has keys {sorted(record)})")
+    return record[key]
+
+
+def _string(record: dict[str, Any], key: str, where: str) -> str:
+    value = _field(record, key, where)
+    if not isinstance(value, str):
+        raise QADataError(f"{where}: {key!r} must be a string, got {type(value).__name__} {_short(value)}")
+    return value
+
+
+def _list(record: dict[str, Any], key: str, where: str) -> list[Any]:
+    value = _field(record, key, where)
+    if not isinstance(value, list):
+        raise QADataError(f"{where}: {key!r} must be a list, got {type(value).__name__} {_short(value)}")
+    return value
 
 
 def read_hub(name: str, language: str | None, split: str) -> list[QAExample]:
@@ -93,13 +212,16 @@ def read_hub(name: str, language: str | None, split: str) -> list[QAExample]:
 
 
 def load_qa(source: str | Path, split: str = "train", language: str | None = None) -> list[QAExample]:
-    """A SQuAD-layout JSON file, or ``hub-name[:lang]`` (``rajpurkar/squad``, ``google/xquad:de``)."""
+    """A SQuAD-layout JSON file, a JSON lines file (``.jsonl``), or ``hub-name[:lang]`` (``rajpurkar/squad``,
+    ``google/xquad:de``)."""
     text = str(source)
     if not Path(text).exists() and text.split(":", 1)[0] in HUB_QA:
         name, _, lang = text.partition(":")
         return read_hub(name, lang or language, split)
     if not Path(text).is_file():
         raise QADataError(f"question-answering data not found: {source}")
+    if Path(text).name.removesuffix(".gz").endswith(".jsonl"):
+        return read_qa_jsonl(text, language)
     return read_squad(text, language)
 
 
@@ -241,4 +363,4 @@ def qa_scores(examples: Sequence[QAExample], predictions: Sequence[str], languag
 
 
 __all__ = ["QADataError", "QAExample", "QAFeature", "decode_answers", "encode_qa", "exact_match", "f1_score",
-           "load_qa", "normalize_answer", "qa_scores", "read_squad"]
+           "load_qa", "normalize_answer", "qa_scores", "read_qa_jsonl", "read_squad"]

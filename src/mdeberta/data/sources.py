@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mdeberta.errors import MdebertaError
+
 logger = logging.getLogger("mdeberta.data")
 
 HUB_PREFIX = "hf:"
@@ -47,7 +49,7 @@ DOCUMENTS = ("lines", "blank-line")
 SIZE_BY = ("bytes", "lines")
 
 
-class DataError(ValueError):
+class DataError(MdebertaError, ValueError):
     """The corpus cannot be used; the message names the file (and line) and the problem."""
 
 

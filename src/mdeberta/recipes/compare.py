@@ -31,12 +31,13 @@ from typing import Any
 
 from mdeberta.checkpoint import atomic_save, atomic_write_text
 from mdeberta.data.nli import XNLI_LANGUAGES
+from mdeberta.errors import MdebertaError
 from mdeberta.recipes.evaluate import markdown_table
 
 logger = logging.getLogger("mdeberta.compare")
 
 
-class PredictionsError(ValueError):
+class PredictionsError(MdebertaError, ValueError):
     """A predictions file that is missing, malformed or does not match the one it is compared with."""
 
 

@@ -182,7 +182,7 @@ def run_evaluate_ner(args: argparse.Namespace) -> dict[str, Any]:
                      "predicted": p} for s, p in zip(sentences, predicted)]
         logger.info("%s: entity F1 %.2f on %d sentences", lang, f1[lang], len(sentences))
     name = args.name or Path(str(args.model).rstrip("/")).name
-    out = Path(args.output_dir or Path(args.model) / f"eval-ner-{args.split}")
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     row = {"avg": sum(f1.values()) / len(f1), **f1}
     columns = ["avg", *f1]
@@ -225,7 +225,7 @@ def run_evaluate_qa(args: argparse.Namespace) -> dict[str, Any]:
         logger.info("%s: EM %.2f F1 %.2f on %d questions", lang, table[lang]["exact_match"], table[lang]["f1"],
                     len(examples))
     name = args.name or Path(str(args.model).rstrip("/")).name
-    out = Path(args.output_dir or Path(args.model) / f"eval-qa-{args.split}")
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     langs = list(table)
     avg = {k: sum(table[x][k] for x in langs) / len(langs) for k in ("exact_match", "f1")}
@@ -274,8 +274,7 @@ def run_evaluate_minimal_pairs(args: argparse.Namespace) -> dict[str, Any]:
                                                      args.max_seq_length, progress=True)
     summary["eval_seconds"] = round(time.perf_counter() - start, 1)
     name = args.name or Path(str(args.model).rstrip("/")).name
-    out = args.output_dir or (Path(args.model).parent if is_ngram_file(args.model) else Path(args.model)) / (
-        "eval-minimal-pairs")
+    out = args.output_dir
     reference = args.reference or mp.default_reference()
     paths = mp.write_report(summary, records, out, name, reference, {"model": str(args.model),
                                                                       "eval_file": str(args.eval_file[0])})
@@ -283,9 +282,51 @@ def run_evaluate_minimal_pairs(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+# The files each task writes into its output folder: an existing one is replaced only with --overwrite.
+REPORT_FILES = {
+    "xnli": ("xnli_{split}.md", "xnli_{split}.json", "xnli_{split}.png", "predictions_{split}.jsonl"),
+    "nli": ("predictions.jsonl", "results.json"),
+    "token-classification": ("ner_{split}.md", "ner_{split}.json", "ner_{split}.png", "predictions_{split}.jsonl"),
+    "question-answering": ("qa_{split}.md", "qa_{split}.json", "qa_{split}.png", "predictions_{split}.jsonl"),
+    "minimal-pairs": ("minimal_pairs.md", "minimal_pairs.json", "minimal_pairs.png", "scores.jsonl"),
+}
+
+
+def check_report_folder(args: argparse.Namespace) -> Path:
+    """The output folder (default beside the model), checked before the model is loaded or anything scored: a file
+    there, an unwritable folder, or this task's earlier report without --overwrite is an error."""
+    from mdeberta.ngram import is_ngram_file
+    from mdeberta.outputs import check_output_folder
+
+    if args.output_dir:
+        out = Path(args.output_dir)
+    elif args.task == "minimal-pairs":
+        out = (Path(args.model).parent if is_ngram_file(args.model) else Path(args.model)) / "eval-minimal-pairs"
+    else:
+        short = {"token-classification": "ner", "question-answering": "qa"}.get(args.task, args.task)
+        out = Path(args.model) / f"eval-{short}-{args.split}"
+    names = [n.format(split=args.split) for n in REPORT_FILES[args.task]]
+    return check_output_folder(out, overwrite=args.overwrite, flag="--output-dir", would_write=names)
+
+
+def check_input_form(model: str | os.PathLike, data: dict[str, list[NLIExample]]) -> None:
+    """A model trained on pairs is not scored on single texts (or the reverse): the form it was trained on is in
+    its training_info.json."""
+    from mdeberta.data.nli import input_form
+
+    info = Path(model) / "training_info.json"
+    trained = json.loads(info.read_text(encoding="utf-8")).get("input_form") if info.is_file() else None
+    kinds = {"pair": "pairs", "single": "single texts"}
+    for key, examples in data.items():
+        if trained and examples and input_form(examples, key) != trained:
+            raise NLIDataError(f"{key}: the evaluation data holds {kinds[input_form(examples)]} but {model} was "
+                               f"trained on {kinds[trained]}")
+
+
 def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from mdeberta.inference import load_classifier
 
+    args.output_dir = check_report_folder(args)
     if args.task == "minimal-pairs":
         return run_evaluate_minimal_pairs(args)
     if args.task == "token-classification":
@@ -301,10 +342,11 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
             raise NLIDataError("--task nli needs one --eval-file")
         examples = read_nli_file(args.eval_file[0], max_examples=args.max_eval_examples)
         data = {"all": [NLIExample(e.premise, e.hypothesis, e.label, "all", e.index) for e in examples]}
+    check_input_form(args.model, {str(args.eval_file[0]) if args.task == "nli" else k: v for k, v in data.items()})
     start = time.perf_counter()
     results, records = evaluate_xnli(model, tokenizer, data, args.eval_batch_size, args.max_seq_length, args.bf16)
     results["eval_seconds"] = round(time.perf_counter() - start, 1)
-    output_dir = args.output_dir or Path(args.model) / f"eval-{args.task}-{args.split}"
+    output_dir = args.output_dir
     if args.task == "xnli":
         paths = write_xnli_report(results, records, output_dir, name, args.split, {"model": str(args.model)})
         print(Path(paths["markdown"]).read_text(encoding="utf-8"))
@@ -374,6 +416,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", default=None,
                    help="minimal-pairs: published BLiMP scores (default: ../shared/reference/blimp_published.json)")
     p.add_argument("--output-dir", default=None, help="default: <model>/eval-<task>-<split>")
+    p.add_argument("--overwrite", action="store_true", help="replace this task's earlier report in --output-dir")
     p.add_argument("--name", default=None, help="row name in the table (default: model folder name)")
     add_eval_arguments(p)
     p.set_defaults(func=cmd_evaluate)

@@ -23,7 +23,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     try:
         report = export_onnx(args.src, args.dst, head=args.head, opset=args.opset, tolerance=args.tolerance,
                              int8=args.int8, check_file=args.check_file, check_examples=args.check_examples,
-                             max_length=args.max_length)
+                             max_length=args.max_length, overwrite=args.overwrite)
     except ExportError as e:
         logger.error("%s", e)
         return 2
@@ -47,6 +47,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dst", help="output folder (written only if the parity check passes)")
     p.add_argument("--head", default="auto", choices=["auto", *HEAD_OUTPUTS],
                    help="model class to export (auto: from config 'architectures' and the weights)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing DST (renamed aside, deleted once the new folder is in place)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX Runtime - PyTorch| allowed (fp32)")
     p.add_argument("--int8", action="store_true", help="also write model_int8.onnx (dynamic int8 quantization)")

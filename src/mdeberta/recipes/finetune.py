@@ -39,10 +39,13 @@ from mdeberta.data.nli import (
     collate,
     collate_packed,
     encode_examples,
+    input_form,
     length_grouped_batches,
     load_nli,
     shard_batches,
 )
+from mdeberta.errors import UsageError
+from mdeberta.train.run_folder import prepare_run_folder
 
 logger = logging.getLogger("mdeberta.finetune")
 
@@ -60,12 +63,31 @@ class FinetuneResult:
 
 
 # --------------------------------------------------------------------------- model
+# Arguments that may change on --resume: logging, evaluation and reporting only (the training is the same).
+RESUME_SAFE = ("eval_every", "eval_batch_size", "languages", "split", "eval_dir", "max_eval_examples", "name")
+
+
 def check_schedule_arguments(args: argparse.Namespace) -> None:
-    """Clear errors for bad schedule options (checked before any data is read)."""
+    """Clear errors for bad sizes and schedule options, checked before any data is read (a bad
+    ``--eval-batch-size`` used to fail only after the whole training run)."""
+    for name in ("batch_size", "grad_accum", "eval_batch_size", "max_seq_length", "log_every", "eval_every"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+    for name in ("max_steps", "max_train_examples", "max_dev_examples"):
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+    for name in ("save_every", "keep_last", "warmup_steps"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 0")
+    if not args.epochs > 0:
+        raise UsageError(f"--epochs {args.epochs}: must be > 0")
+    if args.max_seq_length > 512:
+        logger.warning("--max-seq-length %d: attention costs grow with the square of the length (%.0fx that of 512)",
+                       args.max_seq_length, (args.max_seq_length / 512) ** 2)
     if args.warmup_ratio is not None and not 0 <= args.warmup_ratio < 1:
-        raise ValueError(f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)")
+        raise UsageError(f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)")
     if args.layerwise_lr_decay is not None and not 0 < args.layerwise_lr_decay <= 1:
-        raise ValueError(f"--layerwise-lr-decay {args.layerwise_lr_decay}: must be in (0, 1]")
+        raise UsageError(f"--layerwise-lr-decay {args.layerwise_lr_decay}: must be in (0, 1]")
 
 
 def load_model_for_nli(model: str, tokenizer: Any, random_init: bool = False) -> Any:
@@ -119,17 +141,14 @@ def _check_vocab(config: DebertaConfig, tokenizer: Any, model: str) -> None:
 def export_model(model: Any, tokenizer: Any, folder: Path, info: dict[str, Any]) -> None:
     """save_pretrained + tokenizer into ``folder`` via a temp folder swapped in, so a crash never leaves half a
     model where a complete one was."""
+    from mdeberta.outputs import replace_folder
+
     tmp = folder.with_name(f".{folder.name}.tmp")
-    old = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     atomic_write_text(tmp / "training_info.json", json.dumps(info, indent=2) + "\n")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, folder)
 
 
 # --------------------------------------------------------------------------- data
@@ -188,12 +207,24 @@ class NLITask:
         self.tokenizer = tokenizer
         train = load_nli(args.train_file, "train", args.max_train_examples, args.seed)
         dev = load_nli(args.dev_file, "dev", args.max_dev_examples, args.seed) if args.dev_file else []
+        if not train:
+            raise NLIDataError(f"--train-file {' '.join(map(str, args.train_file))}: no training examples")
+        form = input_form(train, "--train-file")
+        if dev and input_form(dev, "--dev-file") != form:
+            kinds = {"pair": "pairs", "single": "single texts"}
+            raise NLIDataError(f"--dev-file holds {kinds[input_form(dev)]} but --train-file holds {kinds[form]}: a "
+                               "model is trained and evaluated on one input form")
+        for flag, data in (("--train-file", train), ("--dev-file", dev)):
+            if any(ex.label is None for ex in data):
+                raise NLIDataError(f"{flag}: examples without a label (no 'gold_label' or 'label' column): cannot "
+                                   "train or score on them")
         self.train_features = encode_examples(tokenizer, train, args.max_seq_length)
         self.dev_features = encode_examples(tokenizer, dev, args.max_seq_length) if dev else []
         truncated = sum(len(f["input_ids"]) >= args.max_seq_length for f in self.train_features)
         logger.info("train: %d examples (%d at the %d-token limit, truncated longest-first); dev: %d",
                     len(self.train_features), truncated, args.max_seq_length, len(self.dev_features))
-        self.info = {"train_file": [str(f) for f in args.train_file], "train_examples": len(self.train_features)}
+        self.info = {"train_file": [str(f) for f in args.train_file], "train_examples": len(self.train_features),
+                     "input_form": form}
 
     collate = staticmethod(collate)
     collate_packed = staticmethod(collate_packed)
@@ -416,13 +447,15 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
     env = init_distributed(args.device)
     seed_everything(args.seed)
     output_dir = Path(args.output_dir)
+    folder = prepare_run_folder(args, output_dir, flag="--output-dir", safe=RESUME_SAFE, is_main=env.is_main,
+                                sources=[args.model, args.tokenizer, *args.train_file, *(args.dev_file or [])])
     tokenizer = DebertaTokenizer.from_pretrained(args.tokenizer or args.model)
 
     task = make_task(args, tokenizer)
     train_features, dev_features = task.train_features, task.dev_features
 
     per_step = args.batch_size // (args.grad_accum * env.world_size)
-    if per_step < 1 or per_step * args.grad_accum * env.world_size != args.batch_size:
+    if per_step * args.grad_accum * env.world_size != args.batch_size:
         raise ValueError(f"--batch-size {args.batch_size} must be a multiple of --grad-accum ({args.grad_accum}) x "
                          f"processes ({env.world_size})")
     pack = args.pack_sequences == "on" or (args.pack_sequences == "auto" and env.device.type == "cuda"
@@ -466,7 +499,7 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
     best_dir, final_dir = output_dir / "best", output_dir / "final"
     metric = task.metric  # NLI: accuracy (%), token classification: entity F1 (%)
     best = {"value": None}
-    if args.resume and (best_dir / "training_info.json").exists():
+    if folder.resume and (best_dir / "training_info.json").exists():
         best["value"] = json.loads((best_dir / "training_info.json").read_text()).get(f"dev_{metric}")
 
     def step_fn(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -492,10 +525,14 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
         keep_last=args.keep_last, seed=args.seed, extra={"recipe": "finetune", **info},
     )
     trainer = Trainer(wrapped, step_fn, optimizer, scheduler, data, targs, env=env,
-                      eval_fn=eval_fn if dev_features else None)
-    history = trainer.fit(resume=args.resume)
+                      eval_fn=eval_fn if dev_features else None,
+                      on_resume=lambda t, _: folder.write_config() if env.is_main else None)
+    if env.is_main and not folder.resume:
+        folder.write_config()
+    history = trainer.fit(resume=folder.resume)
     if env.is_main:
         export_model(trainer.unwrapped, tokenizer, final_dir, {**info, "step": trainer.step})
+        folder.finished()
     env.barrier()
     seconds = time.perf_counter() - start
     model_dir = best_dir if dev_features and best_dir.exists() else final_dir
@@ -551,7 +588,11 @@ def add_finetune_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] 
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --output-dir from its newest checkpoint (the arguments must be the run's; "
+                        "with no checkpoint yet the run starts)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --output-dir (set aside, deleted once this run finishes)")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available; torchrun sets it)")
 
 

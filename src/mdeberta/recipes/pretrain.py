@@ -19,6 +19,7 @@ from typing import Any
 
 from mdeberta.config import PRESETS, DebertaConfig, preset
 from mdeberta.data.text import ShuffleConfig
+from mdeberta.errors import UsageError
 
 logger = logging.getLogger("mdeberta.pretrain")
 
@@ -62,7 +63,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--init-generator", default=None, help="generator HF folder (DebertaV2ForMaskedLM)")
     t = p.add_argument_group("training")
     t.add_argument("--output", required=True)
-    t.add_argument("--resume", action="store_true", help="continue from the newest readable checkpoint in --output")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --output from its newest readable checkpoint (the arguments must be the "
+                        "run's; with no checkpoint yet the run starts)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --output folder (set aside, deleted once this run finishes)")
     t.add_argument("--max-steps", type=int, default=1000)
     t.add_argument("--stop-after", type=int, default=None,
                    help="end this invocation after this step (checkpoint saved); --resume continues the run")
@@ -102,8 +107,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                               help="HF folders (discriminator / generator / model, tokenizer) from a pretraining "
                                    "checkpoint of RUN_DIR, e.g. for a curve over the token budget")
     e.add_argument("run_dir", help="a `mdeberta pretrain` output folder (run_config.json, checkpoints/)")
-    e.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the newest)")
+    e.add_argument("--step", type=int, default=None,
+                   help="the checkpoint's step (default: the newest; 0: the run's initial weights, rebuilt from its "
+                        "seed: the random-init baseline of the same run)")
     e.add_argument("--output", required=True, help="folder for the HF folders")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --output (renamed aside first)")
     e.set_defaults(func=run_export_checkpoint)
 
     q = subparsers.add_parser("plot", help="PNG of the training curves in RUN_DIR/metrics.jsonl")
@@ -158,7 +166,7 @@ def warmup_steps(args: argparse.Namespace) -> int:
     if args.warmup_steps is not None:
         return args.warmup_steps
     if not 0 <= args.warmup_ratio < 1:
-        raise ValueError(f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)")
+        raise UsageError(f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)")
     return round(args.warmup_ratio * args.max_steps)
 
 
@@ -168,7 +176,7 @@ def model_config(args: argparse.Namespace, vocab_size: int) -> DebertaConfig:
     config = config.replace(vocab_size=vocab_size)
     needs_positions = config.position_biased_input or (args.objective == "rtd" and config.relative_attention)
     if needs_positions and args.max_seq_length > config.max_position_embeddings:
-        raise ValueError(f"--max-seq-length {args.max_seq_length} exceeds max_position_embeddings="
+        raise UsageError(f"--max-seq-length {args.max_seq_length} exceeds max_position_embeddings="
                          f"{config.max_position_embeddings} of the model config")
     return config
 
@@ -322,23 +330,30 @@ def export(model: Any, tokenizer: Any, folder: Path) -> Path:
     return folder
 
 
-def export_checkpoint(run_dir: str | Path, step: int | None, output: str | Path) -> Path:
+def export_checkpoint(run_dir: str | Path, step: int | None, output: str | Path, overwrite: bool = False) -> Path:
     """Rebuild the run's model from ``run_config.json``, load one checkpoint's weights and export HF folders."""
+    import shutil
+
     from mdeberta.checkpoint import CheckpointError
     from mdeberta.model import DebertaForMaskedLM
+    from mdeberta.outputs import check_output_folder, replace_folder
     from mdeberta.tokenizer import DebertaTokenizer
-    from mdeberta.train.checkpointing import checkpoint_dir, load_latest_checkpoint
+    from mdeberta.train.checkpointing import checkpoint_dir, load_latest_checkpoint, seed_everything
     from mdeberta.train.pretraining import build_rtd_model
 
     run_dir = Path(run_dir)
+    output = check_output_folder(output, [run_dir], overwrite=overwrite, flag="export-checkpoint --output")
     config_file = run_dir / "run_config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{run_dir}: no run_config.json, not a `mdeberta pretrain` output folder")
     args = argparse.Namespace(**json.loads(config_file.read_text(encoding="utf-8")))
     path = None if step is None else checkpoint_dir(run_dir) / f"step-{step:08d}.pt"
-    if path is not None and not path.is_file():
+    if step == 0:
+        found, state = f"the initialization (seed {args.seed})", None
+    elif path is not None and not path.is_file():
         raise CheckpointError(f"{run_dir}: no checkpoint for step {step} ({path})")
-    found, state = load_latest_checkpoint(run_dir, path)
+    else:
+        found, state = load_latest_checkpoint(run_dir, path)
     tokenizer_dir = next((p for p in (Path(args.tokenizer), run_dir.parent / args.tokenizer,
                                       run_dir / "export" / "tokenizer") if (p / "spm.model").is_file()), None)
     if tokenizer_dir is None:
@@ -347,33 +362,51 @@ def export_checkpoint(run_dir: str | Path, step: int | None, output: str | Path)
     tokenizer = DebertaTokenizer.from_pretrained(tokenizer_dir)
     args.init_discriminator = args.init_generator = None
     config = model_config(args, len(tokenizer))
+    seed_everything(args.seed)  # as build() does: step 0 is exactly the run's initial weights
     if args.objective == "rtd":
         model = build_rtd_model(config, args.generator_layers, args.embedding_sharing, args.rtd_lambda)
     else:
         model = DebertaForMaskedLM(config)
-    model.load_state_dict(state["model"])
-    folder = export(model.eval(), tokenizer, Path(output))
-    logger.info("exported step %d (%s) to %s", state["step"], found, folder)
-    return folder
+    if state is not None:
+        model.load_state_dict(state["model"])
+    tmp = output.with_name(f".{output.name}.exporting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        export(model.eval(), tokenizer, tmp)
+        replace_folder(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("exported step %d (%s) to %s", state["step"] if state else 0, found, output)
+    return output
 
 
 def run_export_checkpoint(args: argparse.Namespace) -> int:
-    print(export_checkpoint(args.run_dir, args.step, args.output))
+    print(export_checkpoint(args.run_dir, args.step, args.output, args.overwrite))
     return 0
 
 
+# Arguments that may change on --resume: they do not change what is computed.
+RESUME_SAFE = ("health_every", "eval_minimal_pairs", "eval_minimal_pairs_per_paradigm")
+
+
 def run_pretraining(args: argparse.Namespace) -> int:
-    from mdeberta.checkpoint import atomic_write_text
     from mdeberta.train import Trainer, TrainingArguments, cleanup_distributed, init_distributed
     from mdeberta.train.distributed import configure_cpu_threads
     from mdeberta.train.pretraining import minimal_pairs_health, representation_health
+    from mdeberta.train.run_folder import RUN_CONFIG, prepare_run_folder
 
+    check_arguments(args)
     env = init_distributed(args.device)
     out = Path(args.output)
-    if args.num_workers == "auto" and args.resume and (out / "run_config.json").exists():
+    if args.num_workers == "auto" and args.resume and (out / RUN_CONFIG).exists():
         # The data stream depends on the number of workers: a resumed run keeps the count it measured.
-        args.num_workers = int(json.loads((out / "run_config.json").read_text())["num_workers"])
+        args.num_workers = int(json.loads((out / RUN_CONFIG).read_text())["num_workers"])
     try:
+        sources = [d.rsplit("=", 1)[0] if "=" in d and not Path(d).exists() else d for d in args.data]
+        folder = prepare_run_folder(args, out, flag="--output", safe=RESUME_SAFE, is_main=env.is_main,
+                                    sources=[*sources, args.tokenizer, args.init_discriminator, args.init_generator,
+                                             args.config])
         if args.num_workers == "auto":
             parts = build(args, env)  # measures, then sets args.num_workers
             threads = configure_cpu_threads(env, args.num_workers)
@@ -383,10 +416,9 @@ def run_pretraining(args: argparse.Namespace) -> int:
         if env.device.type == "cpu":
             logger.info("CPU training: %d intra-op threads, %d data workers", threads, args.num_workers)
         health_every = 10 * args.log_every if args.health_every is None else args.health_every
-        if env.is_main:
+        if env.is_main and not folder.resume:
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / "run_config.json", json.dumps(vars(args) | {"func": None}, indent=2,
-                                                                 default=str) + "\n")
+            folder.write_config()
         targs = TrainingArguments(
             output_dir=str(out), max_steps=args.max_steps, grad_accum=args.grad_accum,
             max_grad_norm=args.max_grad_norm, precision=args.precision, log_every=args.log_every,
@@ -402,12 +434,28 @@ def run_pretraining(args: argparse.Namespace) -> int:
             return out
 
         trainer = Trainer(parts["wrapped"], parts["step_fn"], parts["optimizer"], parts["scheduler"],
-                          parts["loader"], targs, env=env, eval_fn=health)
-        trainer.fit(resume=args.resume)
+                          parts["loader"], targs, env=env, eval_fn=health,
+                          on_resume=lambda t, _: folder.write_config() if env.is_main else None)
+        trainer.fit(resume=folder.resume)
         if env.is_main and trainer.step >= args.max_steps:
-            folder = export(parts["model"], parts["tokenizer"], out / "export")
-            logger.info("exported HF folders to %s", folder)
+            exported = export(parts["model"], parts["tokenizer"], out / "export")
+            logger.info("exported HF folders to %s", exported)
+            folder.finished()
         env.barrier()
     finally:
         cleanup_distributed()
     return 0
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Sizes and counts checked at once, before data or models are loaded."""
+    for name in ("max_steps", "batch_size", "grad_accum", "max_seq_length", "log_every",
+                 "eval_minimal_pairs_per_paradigm"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+    for name in ("save_every", "keep_last", "shuffle_buffer"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 0")
+    if args.max_seq_length > 512:
+        logger.warning("--max-seq-length %d: attention costs grow with the square of the length (%.0fx that of 512)",
+                       args.max_seq_length, (args.max_seq_length / 512) ** 2)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mdeberta.errors import MdebertaError
 from mdeberta.train.checkpointing import (
     load_latest_checkpoint,
     rng_state,
@@ -36,7 +37,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 StepFn = Callable[[nn.Module, dict[str, Any]], tuple[torch.Tensor, dict[str, Any]]]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(MdebertaError, RuntimeError):
     """Training cannot continue (e.g. the loss kept being NaN/inf); the message says why and what to try."""
 
 
@@ -89,6 +90,8 @@ class Trainer:
         use collectives); its results are logged with an ``eval/`` prefix.
     on_save: ``on_save(trainer, checkpoint_path)`` called on every rank after each checkpoint (e.g. HF export;
         gate file writes on ``trainer.env.is_main``).
+    on_resume: ``on_resume(trainer, checkpoint_path)`` called on every rank once a checkpoint has loaded (the
+        recipes write their run config only then).
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class Trainer:
         env: DistributedEnv | None = None,
         eval_fn: Callable[[Trainer], dict[str, float]] | None = None,
         on_save: Callable[[Trainer, Path], None] | None = None,
+        on_resume: Callable[[Trainer, Path], None] | None = None,
     ) -> None:
         self.model = model
         self.step_fn = step_fn
@@ -112,6 +116,7 @@ class Trainer:
         self.env = env or DistributedEnv()
         self.eval_fn = eval_fn
         self.on_save = on_save
+        self.on_resume = on_resume
         self.device = self.env.device
         if args.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision 'fp16' needs a GPU (loss scaling); on CPU use 'bf16' or 'fp32'")
@@ -340,6 +345,8 @@ class Trainer:
         found, state = load_latest_checkpoint(self.args.output_dir, path)
         self.load_state_dict(state)
         logger.info("resumed from %s at step %d", found, self.step)
+        if self.on_resume is not None:
+            self.on_resume(self, found)
         return found
 
     # ------------------------------------------------------------------ the loop

@@ -18,6 +18,22 @@ PLOT_FILE = "metrics.png"
 class MetricsLogger:
     """Rank 0 writes ``<run>/metrics.jsonl`` (one JSON object per log line) and mirrors it to TensorBoard."""
 
+    def _drop_records_after(self, step: int) -> None:
+        """A run killed after its last checkpoint logged steps that the resumed run logs again: keep one copy (a
+        fresh run, step 0, starts an empty log)."""
+        if not self.path.exists():
+            return
+        from mdeberta.checkpoint import atomic_write_text
+
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except json.JSONDecodeError:  # a line cut by the kill
+                continue
+        atomic_write_text(self.path, "".join(kept) if step > 0 else "")
+
     def __init__(self, output_dir: str | Path, enabled: bool = True, total_steps: int | None = None,
                  progress: bool | None = None, initial_step: int = 0) -> None:
         self.enabled = enabled
@@ -27,6 +43,7 @@ class MetricsLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_records_after(initial_step)
         self._file = open(self.path, "a", encoding="utf-8")  # append: a resumed run continues the same log
         try:
             from torch.utils.tensorboard import SummaryWriter

@@ -1,0 +1,13 @@
+"""The one base of every error the library raises on purpose (bad input, a file that cannot be used).
+
+``mdeberta`` commands print such an error as one line, ``error: <message>``, and exit with status 2; a traceback is
+shown only with ``--debug`` (or ``MDEBERTA_DEBUG=1``). Anything else that escapes is a bug and keeps its traceback.
+"""
+
+
+class MdebertaError(Exception):
+    """Base of the library's errors; the message says what is wrong and names the file, flag or key."""
+
+
+class UsageError(MdebertaError, ValueError):
+    """An argument that cannot work (a size below 1, a length past the model's positions, ...)."""

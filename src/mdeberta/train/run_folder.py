@@ -1,0 +1,110 @@
+"""One run per folder: ``pretrain`` / ``finetune`` refuse to train into another run's folder, and ``--resume``
+continues only the run that was started there.
+
+* Without ``--resume`` an existing non-empty folder is refused unless ``--overwrite`` (then set aside, deleted when
+  the new run finishes: :class:`mdeberta.outputs.SetAside`).
+* With ``--resume`` every argument that affects the result is compared with the stored ``run_config.json``; a
+  change is refused naming each flag with its old and new value. Arguments that do not change the computation
+  (logging, checkpoint cadence, the device, evaluation-only options) may change; the new config is written only
+  after the checkpoint has loaded.
+* ``--resume`` in a folder without a checkpoint yet (a job preempted before its first save, requeued with the same
+  command line) starts the run, with a log line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mdeberta.checkpoint import atomic_write_text
+from mdeberta.errors import MdebertaError
+from mdeberta.outputs import OutputPathError, SetAside, check_output_folder
+from mdeberta.train.checkpointing import list_checkpoints
+
+logger = logging.getLogger("mdeberta.train")
+
+RUN_CONFIG = "run_config.json"
+# Never part of the comparison: how the run is driven, not what it computes.
+ALWAYS_SAFE = frozenset({"resume", "overwrite", "log_every", "no_progress", "stop_after", "save_every", "keep_last",
+                         "device", "func", "verbose", "debug", "command", "output", "output_dir"})
+
+
+class RunConfigError(MdebertaError, ValueError):
+    """``--resume`` with arguments that would not continue the stored run exactly."""
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The namespace as JSON values (what ``run_config.json`` stores)."""
+    return {k: _plain(v) for k, v in vars(args).items() if k != "func"}
+
+
+def changed_arguments(stored: dict[str, Any], current: dict[str, Any], safe: Iterable[str] = ()) -> list[str]:
+    """``--flag: stored -> now`` for every argument that differs and is not safe to change."""
+    skip = ALWAYS_SAFE | set(safe)
+    out = []
+    for key in sorted(set(stored) | set(current)):
+        if key in skip:
+            continue
+        old, new = stored.get(key, "<unset>"), current.get(key, "<unset>")
+        if old != new:
+            out.append(f"--{key.replace('_', '-')}: {old!r} in the stored run, {new!r} now")
+    return out
+
+
+@dataclass
+class RunFolder:
+    path: Path
+    resume: bool  # False when --resume found no checkpoint yet
+    args: argparse.Namespace
+    set_aside: SetAside | None = None
+
+    def write_config(self) -> None:
+        """``run_config.json`` from the arguments as they are now (a recipe may have resolved some, e.g.
+        ``--num-workers auto``)."""
+        atomic_write_text(self.path / RUN_CONFIG, json.dumps(run_config(self.args), indent=2) + "\n")
+
+    def finished(self) -> None:
+        """The run completed: the folder ``--overwrite`` set aside is deleted."""
+        if self.set_aside is not None:
+            self.set_aside.discard()
+
+
+def prepare_run_folder(args: argparse.Namespace, output: str | os.PathLike, *, flag: str,
+                       sources: Iterable[str | os.PathLike | None] = (), safe: Iterable[str] = (),
+                       is_main: bool = True) -> RunFolder:
+    """Check the run folder before any work (see the module docstring); ``safe``: this recipe's arguments that may
+    change on ``--resume``. Only the main process sets a folder aside."""
+    path = Path(output)
+    overwrite = bool(getattr(args, "overwrite", False))
+    resume = bool(getattr(args, "resume", False))
+    if resume and overwrite:
+        raise OutputPathError(f"{flag} {output}: --resume continues the run there and --overwrite replaces it; "
+                              "pass one of them")
+    check_output_folder(path, sources, overwrite=overwrite, flag=flag, allow_existing=resume)
+    config = run_config(args)
+    if resume:
+        if not list_checkpoints(path):
+            logger.info("--resume: no checkpoint in %s yet; starting the run from step 0", path)
+            resume = False
+        elif (path / RUN_CONFIG).is_file():
+            stored = json.loads((path / RUN_CONFIG).read_text(encoding="utf-8"))
+            changes = changed_arguments(stored, config, safe)
+            if changes:
+                raise RunConfigError(f"--resume in {path}: these arguments differ from the run stored there, so it "
+                                     "could not continue exactly (use the run's own values, or a new --output "
+                                     "folder):\n  " + "\n  ".join(changes))
+        else:
+            logger.warning("--resume: %s has checkpoints but no %s; the arguments cannot be compared", path,
+                           RUN_CONFIG)
+    set_aside = SetAside(path) if overwrite and is_main else None
+    return RunFolder(path, resume, args, set_aside)

@@ -1,0 +1,165 @@
+"""What does pretraining teach, token by token? BLiMP minimal pairs (and XNLI-en fine-tuning) along one run.
+
+One pretraining run per objective on English ``corpus_en`` (8k tokenizer, deberta-v3-tiny, 32 x 128 tokens a step,
+the schedule of ``--max-steps`` 8192 = 33.6M tokens), every checkpoint kept; at each budget step (0 = the run's own
+initial weights, then 2^k x 1M tokens) the checkpoint is exported (``mdeberta export-checkpoint``) and scored on
+BLiMP (``mdeberta evaluate --task minimal-pairs``): the generator / MLM model by pseudo-log-likelihood, the
+discriminator by log P(original). A Kneser-Ney 5-gram trained on the same corpus (``mdeberta ngram train``) is the
+floor measured on the same text. With ``--finetune`` each budget's discriminator / MLM model is also fine-tuned on
+the 18k English NLI pairs (3 seeds, full English XNLI test), as in the pretraining study.
+
+Every step is a command line (``--dry-run`` prints them) whose output marks it done; pretraining runs continue with
+``--resume`` (run this script again in a later session), and the evaluations pick up whatever checkpoints exist::
+
+    python studies/budget_curve.py --output runs/budget --jobs 2            # pretrain + score what exists
+    python studies/budget_curve.py --output runs/budget --no-pretrain       # only score the checkpoints so far
+    python studies/budget_curve.py --output runs/budget --summary-only      # curve.md / curve.json / curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from pretraining_study import Job, mdeberta, run_jobs  # noqa: E402
+
+TOKENS_PER_STEP = 32 * 128
+BUDGET_STEPS = (0, 256, 512, 1024, 2048, 4096, 8192)  # 0, 1M, 2M, 4M, 8M, 16M, 32M tokens (2^20 each)
+OBJECTIVES = {"gdes": ["--embedding-sharing", "gdes"], "es": ["--embedding-sharing", "es"],
+              "none": ["--embedding-sharing", "none"], "mlm": ["--objective", "mlm"]}
+PARTS = {"mlm": ("model",), "rtd": ("generator", "discriminator")}
+
+
+def parts_of(objective: str) -> tuple[str, ...]:
+    return PARTS["mlm" if objective == "mlm" else "rtd"]
+
+
+def plan(a: argparse.Namespace) -> list[Job]:
+    shared, out = Path(a.shared), Path(a.output)
+    corpus = shared / "data" / "corpus_en"
+    blimp = shared / "data" / "blimp" / "blimp.jsonl.gz"
+    tok = out / "tokenizer"
+    jobs = [Job("tokenizer", mdeberta("tokenizer", "train", "--input", str(corpus), "--output", str(tok),
+                                      "--vocab-size", "8000", "--input-sentence-size", "300000", "--num-threads",
+                                      "1"), tok / "spm.model"),
+            Job("ngram", mdeberta("ngram", "train", "--input", str(corpus), "--order", "5", "--output",
+                                  str(out / "ngram5.npz")), out / "ngram5.npz"),
+            Job("ngram/blimp", mdeberta("evaluate", "--task", "minimal-pairs", "--model", str(out / "ngram5.npz"),
+                                        "--eval-file", str(blimp), "--name", "5-gram (corpus_en)", "--output-dir",
+                                        str(out / "blimp" / "ngram5")),
+                out / "blimp" / "ngram5" / "minimal_pairs.json", ["ngram"])]
+    sample = ["--max-pairs-per-paradigm", str(a.pairs_per_paradigm)] if a.pairs_per_paradigm else []
+    for objective in a.objectives:
+        run = out / objective
+        if a.pretrain:  # run inside the output folder: the run records its paths relative to it
+            resume = ["--resume"] if any((run / "checkpoints").glob("step-*.pt")) else []
+            jobs.append(Job(f"{objective}/pretrain", mdeberta(
+                "pretrain", "--data", str(corpus), "--tokenizer", "tokenizer", "--model-preset", a.preset,
+                "--max-steps", str(a.steps), "--batch-size", "32", "--max-seq-length", "128", "--precision",
+                a.precision, "--seed", "42", *OBJECTIVES[objective], "--output", objective, "--num-workers", "0",
+                "--log-every", "64", "--save-every", "256", "--keep-last", "0", "--no-progress", *resume),
+                run / "export" / parts_of(objective)[-1] / "config.json", ["tokenizer"], cwd=out))
+        for step in BUDGET_STEPS:
+            if step > a.steps or (step and not (run / "checkpoints" / f"step-{step:08d}.pt").is_file()):
+                continue
+            export = out / "exports" / objective / f"step-{step}"
+            deps = [] if step else ["tokenizer"]
+            jobs.append(Job(f"{objective}/step-{step}/export", mdeberta(
+                "export-checkpoint", str(run), "--step", str(step), "--output", str(export)),
+                export / "tokenizer" / "spm.model", deps))
+            for part in parts_of(objective):
+                target = out / "blimp" / objective / f"step-{step}" / part
+                jobs.append(Job(f"{objective}/step-{step}/{part}/blimp", mdeberta(
+                    "evaluate", "--task", "minimal-pairs", "--model", str(export / part), "--eval-file", str(blimp),
+                    *sample, "--name", f"{objective} {part} {step * TOKENS_PER_STEP / 2**20:g}M",
+                    "--output-dir", str(target)), target / "minimal_pairs.json", [f"{objective}/step-{step}/export"]))
+            if a.finetune:
+                nli = shared / "data" / "nli_en"
+                model = export / ("model" if objective == "mlm" else "discriminator")
+                for seed in a.seeds:
+                    ft = out / "finetune" / objective / f"step-{step}" / f"s{seed}"
+                    jobs.append(Job(f"{objective}/step-{step}/finetune-s{seed}", mdeberta(
+                        "xnli", "--model", str(model), "--tokenizer", str(export / "tokenizer"), "--seed", str(seed),
+                        "--train-file", str(nli / "mnli_train_subset_8999.tsv.gz"),
+                        str(nli / "snli_train_subset_8999.tsv.gz"), "--eval-dir", str(shared / "data" / "xnli"),
+                        "--languages", "en", "--max-seq-length", "128", "--learning-rate", "3e-4", "--warmup-ratio",
+                        "0.1", "--epochs", "2", "--eval-every", "250", "--max-dev-examples", "1000", "--save-every",
+                        "100000", "--log-every", "50", "--name", f"{objective} {step}", "--output-dir", str(ft)),
+                        ft / "xnli_summary.json", [f"{objective}/step-{step}/export"]))
+    return jobs
+
+
+def summarize(a: argparse.Namespace) -> None:
+    """curve.json / curve.md / curve.png: BLiMP accuracy against pretraining tokens for every scored model."""
+    out = Path(a.output)
+    curves: dict[str, dict[int, float]] = {}
+    for path in sorted((out / "blimp").glob("*/step-*/*/minimal_pairs.json")):
+        objective, step, part = path.parts[-4], int(path.parts[-3].removeprefix("step-")), path.parts[-2]
+        curves.setdefault(f"{objective} {part}", {})[step * TOKENS_PER_STEP] = json.loads(path.read_text())["overall"]
+    floor = out / "blimp" / "ngram5" / "minimal_pairs.json"
+    ngram = json.loads(floor.read_text())["overall"] if floor.is_file() else None
+    if not curves:
+        print("nothing scored yet")
+        return
+    tokens = sorted({t for c in curves.values() for t in c})
+    lines = ["| model | " + " | ".join(f"{t / 2**20:g}M" for t in tokens) + " |",
+             "|---|" + "---:|" * len(tokens)]
+    for name, curve in curves.items():
+        lines.append(f"| {name} | " + " | ".join(f"{curve[t]:.1f}" if t in curve else "–" for t in tokens) + " |")
+    md = "\n".join(lines) + "\n" + (f"\n5-gram on the same corpus (all 67,000 pairs): {ngram:.1f}\n" if ngram else "")
+    (out / "curve.md").write_text(md)
+    (out / "curve.json").write_text(json.dumps({"curves": {k: {str(t): v for t, v in c.items()}
+                                                           for k, c in curves.items()}, "ngram5": ngram}, indent=2))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, curve in curves.items():
+        xs = sorted(curve)
+        ax.plot([max(x, 2**18) / 2**20 for x in xs], [curve[x] for x in xs], marker="o", label=name)
+    if ngram is not None:
+        ax.axhline(ngram, color="k", ls="--", lw=1, label=f"5-gram, same corpus ({ngram:.1f})")
+    ax.axhline(50, color="grey", ls=":", lw=1, label="chance")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("pretraining tokens (M; step 0 drawn at 0.25M)")
+    ax.set_ylabel("BLiMP accuracy (%)")
+    ax.set_title("BLiMP along pretraining (deberta-v3-tiny, corpus_en)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=120)
+    print(md)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", required=True)
+    p.add_argument("--shared", default=str(HERE.parents[1] / "shared"), help="the ../shared folder")
+    p.add_argument("--objectives", nargs="+", default=["gdes", "mlm"], choices=list(OBJECTIVES))
+    p.add_argument("--preset", default="deberta-v3-tiny")
+    p.add_argument("--steps", type=int, default=8192, help="the schedule's length (8192 x 4096 tokens = 32M)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="fp32: bf16 autocast is 6x slower on CPUs without bf16 instructions (AVX2 only)")
+    p.add_argument("--pairs-per-paradigm", type=int, default=50, help="BLiMP sample per checkpoint (0: all 1000)")
+    p.add_argument("--no-pretrain", dest="pretrain", action="store_false", help="only score existing checkpoints")
+    p.add_argument("--finetune", action="store_true", help="also fine-tune every budget's model on English NLI")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--summary-only", action="store_true")
+    a = p.parse_args()
+    if not a.summary_only:
+        failed = run_jobs(plan(a), a.jobs, a.dry_run, Path(a.output) / "logs")
+        if failed:
+            print("failed:", *failed, sep="\n  ")
+    if not a.dry_run:
+        summarize(a)
+
+
+if __name__ == "__main__":
+    main()
