@@ -175,6 +175,28 @@ def test_whole_word_and_ngram_masking(tokenizer):
     assert np.mean(spans) > 1.3  # spans, not single tokens
 
 
+def test_original_masking_is_one_token_per_window_of_six(tokenizer):
+    """DeBERTa's NGramMaskGenerator (max_gram 1): one token in each window of int(1 / 0.15) = 6, windows in order
+    until round(0.15 x tokens incl. [CLS]/[SEP]) are chosen, at most ceil(0.15 x length / 10) x 10."""
+    masker = Masker(MaskingConfig("rtd", 0.15, mode="original"), len(tokenizer), tokenizer.mask_token_id, [0, 1, 2, 3])
+    rng = np.random.default_rng(0)
+    ids = np.array([1] + [20] * 126 + [2])  # 128 tokens: budget round(0.15 x 128) = 19, cap ceil(19.2 / 10) x 10 = 20
+    firsts = []
+    for _ in range(200):
+        chosen = masker.select(ids, rng)
+        inner = chosen[1:-1]
+        assert chosen.sum() == 19 and not chosen[[0, 127]].any()
+        per_window = [int(inner[w:w + 6].sum()) for w in range(0, 126, 6)]
+        assert per_window[:19] == [1] * 19 and sum(per_window[19:]) == 0  # the windows past the budget stay unmasked
+        firsts.append(int(np.flatnonzero(inner)[0]))
+    assert set(firsts) == set(range(6))  # any place in its window
+    long = np.array([1] + [20] * 1000 + [2])  # budget round(150.3) = 150, capped at ceil(1002 x 0.15 / 10) x 10 = 160
+    assert masker.select(long, rng).sum() == 150
+    short = np.array([1] + [20] * 600 + [2])
+    sized = Masker(MaskingConfig("rtd", 0.15, mode="original"), len(tokenizer), tokenizer.mask_token_id, [0, 1, 2, 3])
+    assert sized.select(short, rng).sum() == 90  # round(0.15 x 602) = 90 <= ceil(90.3 / 10) x 10 = 100
+
+
 def test_deterministic_and_sharded(corpus, tokenizer):
     ds = _dataset(corpus, tokenizer)
     a = [b["input_ids"] for b in islice(ds.iter_shard(0), 3)]

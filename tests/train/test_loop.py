@@ -108,6 +108,14 @@ def test_generic_resume_is_exact(tmp_path):
         assert torch.equal(p, q)
 
 
+def test_resume_with_less_data_than_the_run_had_is_a_clear_error(tmp_path):
+    half = _trainer(tmp_path, _data(5), max_steps=8, save_every=3, stop_after=3)
+    half.fit()
+    with pytest.raises(TrainingError, match=r"checkpoint is at batch 3 of epoch 0, but the training data now has "
+                                            r"only 2 batches"):
+        _trainer(tmp_path, _data(2), max_steps=8).fit(resume=True)
+
+
 def test_nan_loss_skips_step_then_stops(tmp_path):
     data = _data(6)
     for b in data[1:]:

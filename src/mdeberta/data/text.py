@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ from mdeberta.data.sources import (
 
 logger = logging.getLogger("mdeberta.data")
 
-MASKING_MODES = ("token", "whole_word", "ngram")
+MASKING_MODES = ("token", "whole_word", "ngram", "original")
 OBJECTIVES = ("rtd", "mlm")
 
 __all__ = ["SIZE_BY", "CorpusFile", "DataError", "SourceOptions", "discover_corpus"]
@@ -74,8 +75,11 @@ def language_probabilities(sizes: dict[str, float], alpha: float = 0.3) -> dict[
 @dataclass
 class MaskingConfig:
     """``objective="rtd"``: every selected token becomes [MASK] (the generator's input). ``"mlm"``: BERT's
-    80% [MASK] / 10% random / 10% unchanged. ``mode``: token, whole_word (all pieces of a word) or ngram
-    (spans of 1..max_ngram tokens)."""
+    80% [MASK] / 10% random / 10% unchanged. ``mode``: token, whole_word (all pieces of a word), ngram
+    (spans of 1..max_ngram tokens) or original (DeBERTa's ``NGramMaskGenerator`` with its default max_gram 1: one
+    random token in each window of int(1 / mask_prob) = 6 tokens, windows taken in order until round(mask_prob x
+    the sequence's tokens, [CLS] and [SEP] included) are chosen, at most ceil(max_seq_length x mask_prob / 10) x 10,
+    80 at 512; the windows past the budget stay unmasked, as in the original)."""
 
     objective: str = "rtd"
     mask_prob: float = 0.15
@@ -118,6 +122,16 @@ class Masker:
         if budget == 0:
             return chosen
         mode = self.config.mode
+        if mode == "original":
+            positions = np.flatnonzero(candidates)
+            budget = min(int(math.ceil(len(ids) * self.config.mask_prob / 10)) * 10,
+                         max(1, int(round((n_cand + 2) * self.config.mask_prob))))
+            window = int(1 / self.config.mask_prob)
+            for offset in range(0, n_cand, window):
+                if int(chosen.sum()) >= budget:
+                    break
+                chosen[positions[offset + int(rng.integers(0, min(window, n_cand - offset)))]] = True
+            return chosen
         if mode == "token":
             chosen[rng.choice(np.flatnonzero(candidates), size=budget, replace=False)] = True
             return chosen

@@ -43,7 +43,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--alpha", type=float, default=0.3, help="language sampling p ∝ n^alpha (XLM-R: 0.3)")
     d.add_argument("--size-by", choices=["bytes", "lines"], default="bytes", help="n_lang for the sampling rule")
     d.add_argument("--mask-prob", type=float, default=0.15)
-    d.add_argument("--masking", choices=["token", "whole_word", "ngram"], default="token")
+    d.add_argument("--masking", choices=["token", "whole_word", "ngram", "original"], default="token",
+                   help="token: round(15%%) of the tokens at random (ELECTRA); original: DeBERTa's own generator, one "
+                        "token per window of 6 in order until the budget, at most 80 per 512-token sequence "
+                        "(mdeberta.data.text.MaskingConfig)")
     d.add_argument("--max-ngram", type=int, default=3)
     d.add_argument("--num-workers", type=_workers, default=1, metavar="N|auto",
                    help="DataLoader workers per process (tokenize on the fly); auto: measure one worker's tokens/s "
@@ -58,7 +61,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--objective", choices=["rtd", "mlm"], default="rtd")
     m.add_argument("--generator-layers", type=int, default=None, help="default: half the discriminator's")
     m.add_argument("--embedding-sharing", choices=["gdes", "es", "none"], default="gdes")
-    m.add_argument("--rtd-lambda", type=float, default=50.0)
+    m.add_argument("--rtd-lambda", type=float, default=50.0,
+                   help="weight of the discriminator loss: 50 as in ELECTRA (this project's default); the original "
+                        "DeBERTa code's argparse default is 10")
     m.add_argument("--init-discriminator", default=None, help="continue from an HF folder / hub id")
     m.add_argument("--init-generator", default=None, help="generator HF folder (DebertaV2ForMaskedLM)")
     t = p.add_argument_group("training")

@@ -146,8 +146,12 @@ class Trainer:
                 if hasattr(self.train_data, "set_epoch"):
                     self.train_data.set_epoch(self.epoch)
                 self._iterator = iter(self.train_data)
-                for _ in range(self._skip_batches):  # generic resume: replay up to the saved position
-                    next(self._iterator)
+                for done in range(self._skip_batches):  # generic resume: replay up to the saved position
+                    if next(self._iterator, None) is None:
+                        raise TrainingError(
+                            f"the checkpoint is at batch {self._skip_batches} of epoch {self.epoch}, but the training "
+                            f"data now has only {done} batches per epoch: resume with the data the run was started "
+                            "with")
                 self._skip_batches = 0
             try:
                 batch = next(self._iterator)
