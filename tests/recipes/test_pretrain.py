@@ -335,3 +335,33 @@ def test_export_checkpoint_step_zero_is_the_initialization(setup, tmp_path):
         assert all(torch.equal(init[k], state[k]) for k in init), sub
     trained = load_file(out / "export" / "generator" / "model.safetensors")
     assert any(not torch.equal(trained[k], model.generator.state_dict()[k]) for k in trained)
+
+
+def test_fsdp_run_finishes_exports_and_matches_ddp(setup, tmp_path):
+    """torchrun x 2 with FSDP2 (gloo): the run reaches --max-steps, runs the health evaluation (minimal pairs
+    included) on the gathered weights, exports, and its losses and exported weights equal DDP's."""
+    from safetensors.torch import load_file
+
+    lines = (Path(setup["corpus"]) / "aa.txt").read_text().splitlines()[:6]
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{line}\t{' '.join(line.split()[::-1])}\n" for line in lines))
+    common = ["--config", setup["config"], "--max-steps", "3", "--save-every", "0", "--num-workers", "0",
+              "--health-every", "2", "--eval-minimal-pairs", str(pairs)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    runs = {}
+    for strategy in ("ddp", "fsdp"):
+        out = tmp_path / strategy
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m",
+               "mdeberta", *_args(setup, out, *common, "--distributed", strategy)]
+        proc = run_torchrun(cmd, env, out)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[strategy] = out
+    assert _losses(runs["fsdp"]) == pytest.approx(_losses(runs["ddp"]), rel=1e-5)
+    health = [_losses(runs[s], "eval/minimal_pairs_discriminator") for s in ("ddp", "fsdp")]
+    assert len(health[0]) == 2 and health[0] == health[1]
+    for sub in ("discriminator", "generator"):
+        a = load_file(runs["ddp"] / "export" / sub / "model.safetensors")
+        b = load_file(runs["fsdp"] / "export" / sub / "model.safetensors")
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)

@@ -186,17 +186,29 @@ def model_config(args: argparse.Namespace, vocab_size: int) -> DebertaConfig:
     return config
 
 
+def build_model(args: argparse.Namespace, vocab_size: int) -> Any:
+    """The model the run trains (RTD generator + discriminator, or the MLM model), from the run's arguments."""
+    from mdeberta.model import DebertaForMaskedLM
+    from mdeberta.train.pretraining import build_rtd_model
+
+    if args.objective == "rtd":
+        return build_rtd_model(model_config(args, vocab_size), args.generator_layers, args.embedding_sharing,
+                               args.rtd_lambda, args.init_discriminator, args.init_generator)
+    if args.init_discriminator or args.init_generator:
+        return DebertaForMaskedLM.from_pretrained(args.init_generator or args.init_discriminator).train()
+    return DebertaForMaskedLM(model_config(args, vocab_size))
+
+
 def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
     """Tokenizer, data loader, model, step function, optimizer, scheduler (everything but the loop)."""
     import torch
 
     from mdeberta.data.sources import SourceOptions
     from mdeberta.data.text import MaskingConfig, PackedTextDataset, PretrainingLoader, discover_corpus
-    from mdeberta.model import DebertaForMaskedLM
     from mdeberta.tokenizer import DebertaTokenizer
     from mdeberta.train import build_optimizer, linear_schedule, wrap_model
     from mdeberta.train.checkpointing import seed_everything
-    from mdeberta.train.pretraining import build_rtd_model, mlm_step, rtd_step
+    from mdeberta.train.pretraining import mlm_step, rtd_step
 
     tokenizer = DebertaTokenizer.from_pretrained(args.tokenizer)
     languages = [s.strip() for s in args.languages.split(",") if s.strip()] if args.languages else None
@@ -209,18 +221,12 @@ def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
     dataset = PackedTextDataset(files, tokenizer, args.max_seq_length, args.batch_size, masking, args.alpha,
                                 args.seed, shuffle)
     seed_everything(args.seed)  # identical initial weights on every rank
+    model = build_model(args, len(tokenizer))
     if args.objective == "rtd":
-        config = model_config(args, len(tokenizer))
-        model = build_rtd_model(config, args.generator_layers, args.embedding_sharing, args.rtd_lambda,
-                                args.init_discriminator, args.init_generator)
         step_fn = rtd_step
         lr_by_prefix = {"generator.": args.generator_lr} if args.generator_lr else None
         vocab = model.discriminator.config.vocab_size
     else:
-        if args.init_discriminator or args.init_generator:
-            model = DebertaForMaskedLM.from_pretrained(args.init_generator or args.init_discriminator).train()
-        else:
-            model = DebertaForMaskedLM(model_config(args, len(tokenizer)))
         step_fn = mlm_step
         lr_by_prefix = None
         vocab = model.config.vocab_size
@@ -340,11 +346,9 @@ def export_checkpoint(run_dir: str | Path, step: int | None, output: str | Path,
     import shutil
 
     from mdeberta.checkpoint import CheckpointError
-    from mdeberta.model import DebertaForMaskedLM
     from mdeberta.outputs import check_output_folder, replace_folder
     from mdeberta.tokenizer import DebertaTokenizer
     from mdeberta.train.checkpointing import checkpoint_dir, load_latest_checkpoint, seed_everything
-    from mdeberta.train.pretraining import build_rtd_model
 
     run_dir = Path(run_dir)
     output = check_output_folder(output, [run_dir], overwrite=overwrite, flag="export-checkpoint --output")
@@ -365,13 +369,8 @@ def export_checkpoint(run_dir: str | Path, step: int | None, output: str | Path,
         raise CheckpointError(f"{run_dir}: the run's tokenizer {args.tokenizer!r} is not found (from here or beside "
                               "the run folder)")
     tokenizer = DebertaTokenizer.from_pretrained(tokenizer_dir)
-    args.init_discriminator = args.init_generator = None
-    config = model_config(args, len(tokenizer))
     seed_everything(args.seed)  # as build() does: step 0 is exactly the run's initial weights
-    if args.objective == "rtd":
-        model = build_rtd_model(config, args.generator_layers, args.embedding_sharing, args.rtd_lambda)
-    else:
-        model = DebertaForMaskedLM(config)
+    model = build_model(args, len(tokenizer))
     if state is not None:
         model.load_state_dict(state["model"])
     tmp = output.with_name(f".{output.name}.exporting")
@@ -397,7 +396,7 @@ RESUME_SAFE = ("health_every", "eval_minimal_pairs", "eval_minimal_pairs_per_par
 
 def run_pretraining(args: argparse.Namespace) -> int:
     from mdeberta.train import Trainer, TrainingArguments, cleanup_distributed, init_distributed
-    from mdeberta.train.distributed import configure_cpu_threads
+    from mdeberta.train.distributed import configure_cpu_threads, full_model_state
     from mdeberta.train.pretraining import minimal_pairs_health, representation_health
     from mdeberta.train.run_folder import RUN_CONFIG, prepare_run_folder
 
@@ -442,10 +441,17 @@ def run_pretraining(args: argparse.Namespace) -> int:
                           parts["loader"], targs, env=env, eval_fn=health,
                           on_resume=lambda t, _: folder.write_config() if env.is_main else None)
         trainer.fit(resume=folder.resume)
-        if env.is_main and trainer.step >= args.max_steps:
-            exported = export(parts["model"], parts["tokenizer"], out / "export")
-            logger.info("exported HF folders to %s", exported)
-            folder.finished()
+        if trainer.step >= args.max_steps:
+            model = parts["model"]
+            if env.distributed and args.distributed == "fsdp":  # export a whole copy, gathered from the shards
+                state = full_model_state(model)  # collective; the values land on rank 0
+                if env.is_main:
+                    model = build_model(args, len(parts["tokenizer"]))
+                    model.load_state_dict(state)
+            if env.is_main:
+                exported = export(model, parts["tokenizer"], out / "export")
+                logger.info("exported HF folders to %s", exported)
+                folder.finished()
         env.barrier()
     finally:
         cleanup_distributed()

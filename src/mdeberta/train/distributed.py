@@ -6,8 +6,10 @@ the collective helpers become no-ops, so recipes never branch on "am I distribut
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -135,6 +137,39 @@ def wrap_model(model: nn.Module, env: DistributedEnv, strategy: str = "ddp") -> 
             fully_shard(module)
     fully_shard(model)
     return model
+
+
+def _fsdp_modules(model: nn.Module) -> list[nn.Module]:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch without FSDP2
+        return []
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+@contextlib.contextmanager
+def full_parameters(model: nn.Module) -> Iterator[None]:
+    """Inside, an FSDP2 model's parameters are whole tensors (all-gathered; collective: every rank enters), so code
+    that reads a parameter directly (the health metrics' embedding lookup) works as on one process. A no-op for
+    plain and DDP models."""
+    modules = _fsdp_modules(model)
+    for m in modules:
+        m.unshard()
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.reshard()
+
+
+def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole state dict (FSDP2: gathered to rank 0's CPU memory, other ranks get {}; collective), else
+    ``model.state_dict()``."""
+    if not _fsdp_modules(model):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

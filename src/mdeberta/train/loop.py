@@ -28,7 +28,7 @@ from mdeberta.train.checkpointing import (
     seed_everything,
     set_rng_state,
 )
-from mdeberta.train.distributed import DistributedEnv, unwrap_model
+from mdeberta.train.distributed import DistributedEnv, full_parameters, unwrap_model
 from mdeberta.train.metrics import MetricsLogger, plot_metrics
 
 logger = logging.getLogger("mdeberta.train")
@@ -359,7 +359,7 @@ class Trainer:
             return {}
         was_training = self.model.training
         self.model.eval()
-        with torch.no_grad(), self.autocast():
+        with torch.no_grad(), self.autocast(), full_parameters(self.model):
             results = self.eval_fn(self)
         self.model.train(was_training)
         results = {f"eval/{k}" if not k.startswith("eval/") else k: float(v) for k, v in results.items()}
