@@ -38,7 +38,7 @@ def _trainer(tmp_path, data, **kw):
     torch.manual_seed(0)
     model = Tiny()
     opt = build_optimizer(model, 1e-2)
-    args = TrainingArguments(str(tmp_path), progress=False, plot=False, log_every=1, **kw)
+    args = TrainingArguments(str(tmp_path), progress=False, plot=False, **{"log_every": 1, **kw})
     return Trainer(model, _step, opt, linear_schedule(opt, 2, args.max_steps), data, args)
 
 
@@ -114,6 +114,42 @@ def test_resume_with_less_data_than_the_run_had_is_a_clear_error(tmp_path):
     with pytest.raises(TrainingError, match=r"checkpoint is at batch 3 of epoch 0, but the training data now has "
                                             r"only 2 batches"):
         _trainer(tmp_path, _data(2), max_steps=8).fit(resume=True)
+
+
+def test_a_step_reads_the_device_once_whatever_the_accumulation(tmp_path, monkeypatch):
+    """No .item() / float() / bool() / tolist() per metric or micro-batch in the loop: one host read per step (the
+    skip decision), and the metrics once per --log-every window (a CPU stand-in for cuda's sync debug mode; reads
+    made by the loop's own code are counted, not those of torch's CPU optimizer internals)."""
+    import sys
+
+    reads = []
+    loop_files = ("train/loop.py", "train/distributed.py")
+    for name in ("item", "tolist", "__float__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            if sys._getframe(1).f_code.co_filename.replace("\\", "/").endswith(loop_files):
+                reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def step_with_metrics(model, batch):
+        loss = model(**batch)
+        return loss, {"accuracy": loss.detach() * 0 + 0.5, "num_tokens": torch.tensor(batch["x"].shape[0])}
+
+    for accum in (1, 4):
+        trainer = _trainer(tmp_path / str(accum), _data(16), max_steps=8, grad_accum=accum, log_every=4)
+        trainer.step_fn = step_with_metrics
+        reads.clear()
+        trainer.train_step()
+        assert len(reads) == 1, reads  # the skip decision only
+        reads.clear()
+        trainer.fit()
+        # 8 steps: one read each, plus one per log window (2 windows x one tolist) and nothing per micro-batch.
+        assert len(reads) <= 8 + 2 * 2, (accum, reads)
+    logged = [r for r in trainer.history if "loss" in r]
+    assert [r["step"] for r in logged] == [4, 8] and all(r["accuracy"] == 0.5 for r in logged)
 
 
 def test_nan_loss_skips_step_then_stops(tmp_path):

@@ -57,6 +57,13 @@ class DistributedEnv:
         dist.all_reduce(t)
         return bool(t.item() > 0)
 
+    def any_true_tensor(self, flag: torch.Tensor) -> bool:
+        """``any_true`` for a 0-d device tensor (nonzero = true): one all-reduce and one host read."""
+        if self.distributed:
+            flag = flag.to(self._comm_device, dtype=torch.float32).reshape(1)
+            dist.all_reduce(flag)
+        return bool(flag.item() > 0)
+
     def broadcast_object(self, obj: object) -> object:
         if not self.distributed:
             return obj

@@ -37,6 +37,15 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 StepFn = Callable[[nn.Module, dict[str, Any]], tuple[torch.Tensor, dict[str, Any]]]
 
 
+def _as_floats(values: dict[str, Any]) -> dict[str, float]:
+    """Device tensors and numbers -> floats, with one transfer for all the tensors."""
+    keys = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
+    out = {k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)}
+    if keys:
+        out.update(zip(keys, torch.stack([values[k].float().reshape(()) for k in keys]).cpu().tolist()))
+    return out
+
+
 class TrainingError(MdebertaError, RuntimeError):
     """Training cannot continue (e.g. the loss kept being NaN/inf); the message says why and what to try."""
 
@@ -188,38 +197,44 @@ class Trainer:
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
     # ------------------------------------------------------------------ one optimizer step
-    def train_step(self) -> dict[str, float]:
-        """Accumulate ``grad_accum`` micro-batches, clip, step; returns this step's metrics."""
+    def train_step(self) -> dict[str, Any]:
+        """Accumulate ``grad_accum`` micro-batches, clip, step; returns this step's metrics.
+
+        The metrics stay device tensors (read at ``log_every``), so a step syncs with the host once: the
+        skip-or-step decision, from the gradient norm and the loss folded into one finiteness flag (all-reduced
+        across ranks), not one ``.item()`` per metric and micro-batch.
+        """
         self.model.train()
-        sums: dict[str, float] = {}
-        tokens = 0.0
-        finite = True
+        sums: dict[str, torch.Tensor] = {}
+        tokens = torch.zeros((), device=self.device)
         accum = self.args.grad_accum
         for micro in range(accum):
             batch = self._to_device(self._next_batch())
             with self._sync_context(micro == accum - 1):
                 with self.autocast():
                     loss, metrics = self.step_fn(self.model, batch)
-                if not torch.isfinite(loss.detach()).all():
-                    finite = False
                 self.scaler.scale(loss / accum).backward()
-            for k, v in metrics.items():
-                v = float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
+            for k, v in {**metrics, "loss": loss}.items():
+                v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+                v = v.to(self.device, non_blocking=True)
                 if k == "num_tokens":
-                    tokens += v
+                    tokens = tokens + v
                 else:
                     sums[k] = sums.get(k, 0.0) + v / accum
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach().float().item()) / accum
-        finite = not self.env.any_true(not finite)
         self.scaler.unscale_(self.optimizer)
         grad_norm = self._grad_norm()
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
+            grad_norm = grad_norm.full_tensor()
+        # One flag for both: a NaN/inf loss, or gradients that are (fp16 overflow is the scaler's own business).
+        bad = (~torch.isfinite(sums["loss"]) | ~torch.isfinite(grad_norm.to(self.device))).float()
+        finite = not self.env.any_true_tensor(bad)  # the step's one host sync
         skipped = False
         if not finite:
             # Keep every rank on the same path: nobody steps, everybody counts the bad step.
             skipped = True
             self.bad_steps += 1
-            logger.warning("step %d: non-finite loss (%s), update skipped (%d in a row)", self.step + 1,
-                           sums.get("loss"), self.bad_steps)
+            logger.warning("step %d: non-finite loss or gradient norm (loss %s), update skipped (%d in a row)",
+                           self.step + 1, float(sums["loss"]), self.bad_steps)
             if self.bad_steps >= self.args.max_bad_steps:
                 raise TrainingError(
                     f"the loss was NaN/inf in {self.bad_steps} consecutive steps (last at step {self.step + 1}); "
@@ -234,18 +249,15 @@ class Trainer:
                 self.scaler.step(self.optimizer)  # skips by itself when fp16 gradients overflowed
                 self.scaler.update()
                 skipped = self.scaler.get_scale() < scale
-            elif torch.isfinite(grad_norm):
-                self.optimizer.step()
             else:
-                skipped = True
-                logger.warning("step %d: non-finite gradient norm, update skipped", self.step + 1)
+                self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         lrs = [g["lr"] for g in self.optimizer.param_groups]
         if self.scheduler is not None:
             self.scheduler.step()
         self.step += 1
-        out = dict(sums)
-        out["grad_norm"] = float(grad_norm)
+        out: dict[str, Any] = dict(sums)
+        out["grad_norm"] = grad_norm.detach().float()
         out["lr"] = lrs[0]
         # Groups with their own rates (generator, layer-wise decay) are logged each, also once the schedule is at 0.
         if len({round(g.get("initial_lr", g["lr"]), 15) for g in self.optimizer.param_groups}) > 1:
@@ -392,13 +404,14 @@ class Trainer:
             while self.step < end:
                 metrics = self.train_step()
                 self.metrics_logger.advance()
-                window_tokens += metrics.pop("num_tokens")
+                window_tokens = window_tokens + metrics.pop("num_tokens")
                 for k, v in metrics.items():
                     window[k] = window.get(k, 0.0) + v
                 window_steps += 1
                 last = self.step == end
                 if self.step % args.log_every == 0 or last:
                     elapsed = time.perf_counter() - window_start
+                    window, window_tokens = _as_floats(window), float(window_tokens)  # the window's one read
                     averaged = {k: v / window_steps for k, v in window.items()}
                     averaged["skipped"] = window.get("skipped", 0.0)
                     averaged = self.env.all_reduce_mean(averaged)
