@@ -365,3 +365,18 @@ def test_fsdp_run_finishes_exports_and_matches_ddp(setup, tmp_path):
         assert a.keys() == b.keys()
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_decoupled_training_resumes_exactly_and_exports(setup, tmp_path, capsys):
+    common = ["--max-steps", "4", "--num-workers", "0", "--save-every", "2", "--decoupled-training"]
+    assert main(_args(setup, tmp_path / "full", *common)) == 0
+    assert main(_args(setup, tmp_path / "split", *common, "--stop-after", "2")) == 0
+    assert main(_args(setup, tmp_path / "split", *common, "--resume")) == 0
+    assert _losses(tmp_path / "split") == _losses(tmp_path / "full")
+    assert _losses(tmp_path / "split", "grad_norm_2") == _losses(tmp_path / "full", "grad_norm_2")
+    assert (tmp_path / "full" / "export" / "discriminator" / "model.safetensors").is_file()
+    assert_cli_error(capsys, _args(setup, tmp_path / "es", *common, "--embedding-sharing", "es"),
+                     r"--decoupled-training .* gdes or none")
+    # A joint-loss run cannot be resumed as a decoupled one (and the reverse): the flag is part of the run.
+    assert_cli_error(capsys, _args(setup, tmp_path / "split", "--max-steps", "4", "--num-workers", "0",
+                                   "--save-every", "2", "--resume"), r"--decoupled-training: True in the stored run")

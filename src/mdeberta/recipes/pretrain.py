@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--rtd-lambda", type=float, default=50.0,
                    help="weight of the discriminator loss: 50 as in ELECTRA (this project's default); the original "
                         "DeBERTa code's argparse default is 10")
+    m.add_argument("--decoupled-training", action="store_true",
+                   help="the original code's default: each step updates the generator (MLM loss, its own optimizer "
+                        "and clipping) first, then the discriminator on the same samples embedded with the updated "
+                        "generator table (GDES), with its own optimizer; default: one joint loss MLM + lambda x RTD "
+                        "and one optimizer (ELECTRA). gdes or none sharing, one process")
     m.add_argument("--init-discriminator", default=None, help="continue from an HF folder / hub id")
     m.add_argument("--init-generator", default=None, help="generator HF folder (DebertaV2ForMaskedLM)")
     t = p.add_argument_group("training")
@@ -240,8 +246,21 @@ def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
                     args.num_workers)
     loader = PretrainingLoader(dataset, env.rank, env.world_size, args.num_workers)
     wrapped = wrap_model(model, env, args.distributed)
-    optimizer = build_optimizer(wrapped, learning_rate(args), args.weight_decay, betas=tuple(args.adam_betas),
-                                eps=args.adam_eps, lr_by_prefix=lr_by_prefix, embedding_update=args.embedding_update)
+    adam = dict(weight_decay=args.weight_decay, betas=tuple(args.adam_betas), eps=args.adam_eps,
+                embedding_update=args.embedding_update)
+    second_phase = None
+    if args.decoupled_training:  # the generator's optimizer first, then the discriminator's on the same samples
+        from mdeberta.train.loop import SecondPhase
+        from mdeberta.train.pretraining import rtd_discriminator_step, rtd_generator_step
+
+        step_fn = rtd_generator_step
+        optimizer = build_optimizer(model.generator, args.generator_lr or learning_rate(args), **adam)
+        disc_optimizer = build_optimizer(model.discriminator, learning_rate(args), **adam)
+        second_phase = SecondPhase(rtd_discriminator_step, disc_optimizer,
+                                   linear_schedule(disc_optimizer, warmup_steps(args), args.max_steps),
+                                   args.max_grad_norm)
+    else:
+        optimizer = build_optimizer(wrapped, learning_rate(args), lr_by_prefix=lr_by_prefix, **adam)
     scheduler = linear_schedule(optimizer, warmup_steps(args), args.max_steps)
     # A fixed batch of unmasked text from another seed's stream, for the health metrics.
     probe_data = PackedTextDataset(files, tokenizer, args.max_seq_length, min(8, args.batch_size), masking,
@@ -261,7 +280,7 @@ def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
                 sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()) / 1e6, len(files),
                 {f.language: round(dataset.probabilities[f.language], 4) for f in files})
     return dict(tokenizer=tokenizer, loader=loader, model=model, wrapped=wrapped, step_fn=step_fn,
-                optimizer=optimizer, scheduler=scheduler, probe=probe, pairs=pairs)
+                optimizer=optimizer, scheduler=scheduler, probe=probe, pairs=pairs, second_phase=second_phase)
 
 
 def data_throughput(dataset: Any, batches: int = 30, min_seconds: float = 1.0) -> tuple[float, list[dict]]:
@@ -439,7 +458,8 @@ def run_pretraining(args: argparse.Namespace) -> int:
 
         trainer = Trainer(parts["wrapped"], parts["step_fn"], parts["optimizer"], parts["scheduler"],
                           parts["loader"], targs, env=env, eval_fn=health,
-                          on_resume=lambda t, _: folder.write_config() if env.is_main else None)
+                          on_resume=lambda t, _: folder.write_config() if env.is_main else None,
+                          second_phase=parts["second_phase"])
         trainer.fit(resume=folder.resume)
         if trainer.step >= args.max_steps:
             model = parts["model"]
@@ -467,6 +487,15 @@ def check_arguments(args: argparse.Namespace) -> None:
     for name in ("save_every", "keep_last", "shuffle_buffer"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 0")
+    if args.decoupled_training:
+        if args.objective != "rtd" or args.embedding_sharing == "es":
+            raise UsageError("--decoupled-training updates the generator and the discriminator separately: it needs "
+                             "--objective rtd and --embedding-sharing gdes or none (es shares one table between both "
+                             "optimizers)")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError("--decoupled-training runs in one process for now (under torchrun use the joint loss)")
+        if args.precision == "fp16":
+            raise UsageError("--decoupled-training supports --precision fp32 and bf16")
     if args.max_seq_length > 512:
         logger.warning("--max-seq-length %d: attention costs grow with the square of the length (%.0fx that of 512)",
                        args.max_seq_length, (args.max_seq_length / 512) ** 2)

@@ -82,6 +82,19 @@ class TrainingArguments:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
+@dataclass
+class SecondPhase:
+    """A second update inside each step, after the first optimizer's (decoupled RTD: the discriminator after the
+    generator). ``step_fn(model, carry) -> (loss, metrics)`` runs once per micro-batch on the ``"carry"`` entry of
+    the first phase's metrics; its own optimizer, scheduler and clipping; metrics are logged with the first's
+    (``grad_norm`` as ``grad_norm_2``)."""
+
+    step_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, Any]]]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    max_grad_norm: float | None = 1.0
+
+
 class Trainer:
     """Runs ``args.max_steps`` optimizer steps of ``step_fn`` over ``train_data``.
 
@@ -115,6 +128,7 @@ class Trainer:
         eval_fn: Callable[[Trainer], dict[str, float]] | None = None,
         on_save: Callable[[Trainer, Path], None] | None = None,
         on_resume: Callable[[Trainer, Path], None] | None = None,
+        second_phase: SecondPhase | None = None,
     ) -> None:
         self.model = model
         self.step_fn = step_fn
@@ -126,6 +140,9 @@ class Trainer:
         self.eval_fn = eval_fn
         self.on_save = on_save
         self.on_resume = on_resume
+        self.second_phase = second_phase
+        if second_phase is not None and args.precision == "fp16":
+            raise ValueError("a second phase (decoupled training) supports fp32 and bf16, not fp16 loss scaling")
         self.device = self.env.device
         if args.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision 'fp16' needs a GPU (loss scaling); on CPU use 'bf16' or 'fp32'")
@@ -188,11 +205,11 @@ class Trainer:
             return self.model.no_sync()
         return contextlib.nullcontext()
 
-    def _grad_norm(self) -> torch.Tensor:
-        params = [p for p in self.model.parameters() if p.grad is not None]
+    def _grad_norm(self, params: list[torch.Tensor] | None = None, clip: float | None = -1.0) -> torch.Tensor:
+        params = [p for p in (params if params is not None else self.model.parameters()) if p.grad is not None]
         if not params:
             return torch.tensor(0.0)
-        clip = self.args.max_grad_norm
+        clip = self.args.max_grad_norm if clip == -1.0 else clip
         max_norm = clip if clip is not None and clip > 0 else float("inf")
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
@@ -208,12 +225,16 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         tokens = torch.zeros((), device=self.device)
         accum = self.args.grad_accum
+        carries = []
         for micro in range(accum):
             batch = self._to_device(self._next_batch())
             with self._sync_context(micro == accum - 1):
                 with self.autocast():
                     loss, metrics = self.step_fn(self.model, batch)
                 self.scaler.scale(loss / accum).backward()
+            if "carry" in metrics:
+                metrics = dict(metrics)
+                carries.append(metrics.pop("carry"))
             for k, v in {**metrics, "loss": loss}.items():
                 v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
                 v = v.to(self.device, non_blocking=True)
@@ -252,6 +273,8 @@ class Trainer:
             else:
                 self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.second_phase is not None:
+            skipped = self._second_phase(carries, sums, skip=not finite) or skipped
         lrs = [g["lr"] for g in self.optimizer.param_groups]
         if self.scheduler is not None:
             self.scheduler.step()
@@ -267,6 +290,33 @@ class Trainer:
         out["skipped"] = 1.0 if skipped else 0.0
         out["num_tokens"] = tokens
         return out
+
+    def _second_phase(self, carries: list[Any], sums: dict[str, Any], skip: bool) -> bool:
+        """Run the second phase on the first one's carried data; its losses add to ``loss`` (the joint objective's
+        value); returns whether its update was skipped."""
+        phase = self.second_phase
+        accum = len(carries)
+        for carry in carries:
+            with self.autocast():
+                loss, metrics = phase.step_fn(self.model, carry)
+            (loss / accum).backward()
+            for k, v in {**metrics, "loss": loss}.items():
+                v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+                sums[k] = sums.get(k, 0.0) + v.to(self.device) / accum
+        params = [p for g in phase.optimizer.param_groups for p in g["params"]]
+        norm = self._grad_norm(params, phase.max_grad_norm if phase.max_grad_norm and phase.max_grad_norm > 0
+                               else None)
+        sums["grad_norm_2"] = norm.detach().float()
+        bad = (~torch.isfinite(norm)).float()
+        skipped = skip or self.env.any_true_tensor(bad)
+        if not skipped:
+            phase.optimizer.step()
+        elif not skip:
+            logger.warning("step %d: non-finite gradient norm in the second phase, its update skipped", self.step + 1)
+        phase.optimizer.zero_grad(set_to_none=True)
+        if phase.scheduler is not None:
+            phase.scheduler.step()
+        return skipped
 
     # ------------------------------------------------------------------ state
     def data_state(self) -> Any:
@@ -300,6 +350,9 @@ class Trainer:
             "optimizer": optim_state,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
+            **({"second_optimizer": self.second_phase.optimizer.state_dict(),
+                "second_scheduler": self.second_phase.scheduler.state_dict() if self.second_phase.scheduler else None}
+               if self.second_phase is not None else {}),
             "ranks": gathered,
             "args": {k: v for k, v in asdict(self.args).items() if k != "extra"} | {"extra": self.args.extra},
         }
@@ -328,6 +381,13 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.second_phase is not None:
+            if "second_optimizer" not in state:
+                raise TrainingError("the checkpoint has no second-phase optimizer: it was not written by a decoupled "
+                                    "run")
+            self.second_phase.optimizer.load_state_dict(state["second_optimizer"])
+            if self.second_phase.scheduler is not None and state.get("second_scheduler") is not None:
+                self.second_phase.scheduler.load_state_dict(state["second_scheduler"])
         self.step = int(state["step"])
         self.epoch = int(state.get("epoch", 0))
         ranks = state.get("ranks") or []

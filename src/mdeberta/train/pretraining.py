@@ -87,11 +87,11 @@ class RTDPretrainingModel(nn.Module):
             return g.detach() + self.delta.detach()
         return self.discriminator.deberta.embeddings.word_embeddings.weight.detach()
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                sample_noise: torch.Tensor | None = None, **_: Any) -> RTDOutput:
-        """``input_ids``: the generator input ([MASK] at the selected positions); ``labels``: original ids there,
-        -100 elsewhere; ``sample_noise``: uniform [0, 1) per position, used to sample replacements
-        (inverse-CDF), so sampling is reproducible and independent of the process layout."""
+    def generator_phase(self, input_ids: torch.Tensor, labels: torch.Tensor,
+                        attention_mask: torch.Tensor | None = None, sample_noise: torch.Tensor | None = None,
+                        ) -> tuple[Any, dict[str, torch.Tensor]]:
+        """The generator's MLM output and what the discriminator needs: its input ids (the sampled replacements at
+        the masked positions) and which tokens were replaced."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         selected = labels != -100
@@ -109,13 +109,21 @@ class RTDPretrainingModel(nn.Module):
             disc_ids = original.clone()
             disc_ids[selected] = sampled
             replaced = (disc_ids != original).long()  # sampling the original counts as not replaced
+            mlm_accuracy = ((logits.argmax(-1) == labels[selected]).float().mean() if logits.shape[0]
+                            else torch.tensor(0.0))
+        return gen, {"disc_ids": disc_ids, "replaced": replaced, "attention_mask": attention_mask,
+                     "mlm_accuracy": mlm_accuracy}
+
+    def discriminator_phase(self, disc_ids: torch.Tensor, replaced: torch.Tensor, attention_mask: torch.Tensor,
+                            **_: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+        """The discriminator on the generator's samples (GDES: stop_gradient(E_generator) + delta, with the
+        generator's table as it is now) and its detection metrics."""
         if self.embedding_sharing == "gdes":
             e_g = F.embedding(disc_ids, self.generator.deberta.embeddings.word_embeddings.weight).detach()
             embeds = e_g + self.discriminator.deberta.embeddings.word_embeddings(disc_ids)
             disc = self.discriminator(inputs_embeds=embeds, attention_mask=attention_mask, labels=replaced)
         else:
             disc = self.discriminator(input_ids=disc_ids, attention_mask=attention_mask, labels=replaced)
-        loss = gen.loss + self.rtd_lambda * disc.loss
         with torch.no_grad():
             real = attention_mask > 0
             pred = (disc.logits > 0) & real
@@ -123,16 +131,24 @@ class RTDPretrainingModel(nn.Module):
             tp = (pred & truth).sum().float()
             n_real = real.sum().float()
             metrics = {
-                "mlm_loss": gen.loss.detach(),
-                "mlm_accuracy": (logits.argmax(-1) == labels[selected]).float().mean()
-                if logits.shape[0] else torch.tensor(0.0),
                 "rtd_loss": disc.loss.detach(),
                 "rtd_accuracy": ((pred == truth) & real).sum().float() / n_real,
                 "rtd_precision": tp / pred.sum().clamp(min=1),
                 "rtd_recall": tp / truth.sum().clamp(min=1),
                 "replaced_rate": truth.sum().float() / n_real,
-                "num_tokens": n_real,
             }
+        return disc, metrics
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                sample_noise: torch.Tensor | None = None, **_: Any) -> RTDOutput:
+        """``input_ids``: the generator input ([MASK] at the selected positions); ``labels``: original ids there,
+        -100 elsewhere; ``sample_noise``: uniform [0, 1) per position, used to sample replacements
+        (inverse-CDF), so sampling is reproducible and independent of the process layout."""
+        gen, carry = self.generator_phase(input_ids, labels, attention_mask, sample_noise)
+        disc, disc_metrics = self.discriminator_phase(**carry)
+        loss = gen.loss + self.rtd_lambda * disc.loss
+        metrics = {"mlm_loss": gen.loss.detach(), "mlm_accuracy": carry["mlm_accuracy"], **disc_metrics,
+                   "num_tokens": (carry["attention_mask"] > 0).sum().float()}
         return RTDOutput(loss=loss, mlm_loss=gen.loss, rtd_loss=disc.loss, metrics=metrics)
 
     # ------------------------------------------------------------------ export
@@ -159,6 +175,23 @@ def rtd_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
     """``step_fn`` for :class:`mdeberta.train.Trainer`."""
     out = model(**batch)
     return out.loss, out.metrics
+
+
+def rtd_generator_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Decoupled training, first phase: the generator's MLM loss alone; the samples go on to the discriminator's
+    phase as ``carry`` (DeBERTa's ``--decoupled_training``, the default of its rtd.sh)."""
+    gen, carry = model.generator_phase(**{k: batch[k] for k in ("input_ids", "labels", "attention_mask",
+                                                                 "sample_noise") if k in batch})
+    tokens = (carry["attention_mask"] > 0).sum().float()
+    return gen.loss, {"mlm_loss": gen.loss.detach(), "mlm_accuracy": carry["mlm_accuracy"], "num_tokens": tokens,
+                      "carry": carry}
+
+
+def rtd_discriminator_step(model: nn.Module, carry: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Decoupled training, second phase: lambda x RTD loss on the first phase's samples, run after the generator's
+    update (so GDES embeds with the updated generator table)."""
+    disc, metrics = model.discriminator_phase(**carry)
+    return model.rtd_lambda * disc.loss, metrics
 
 
 def mlm_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

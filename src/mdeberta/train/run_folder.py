@@ -53,7 +53,7 @@ def changed_arguments(stored: dict[str, Any], current: dict[str, Any], safe: Ite
     skip = ALWAYS_SAFE | set(safe)
     out = []
     for key in sorted(set(stored) | set(current)):
-        if key in skip:
+        if key in skip or key not in stored:  # a flag newer than the stored run defaults to the old behaviour
             continue
         old, new = stored.get(key, "<unset>"), current.get(key, "<unset>")
         if old != new:
