@@ -50,13 +50,13 @@ def plan(a: argparse.Namespace) -> list[Job]:
                                   str(out / "ngram5.npz")), out / "ngram5.npz"),
             Job("ngram/blimp", mdeberta("evaluate", "--task", "minimal-pairs", "--model", str(out / "ngram5.npz"),
                                         "--eval-file", str(blimp), "--name", "5-gram (corpus_en)", "--output-dir",
-                                        str(out / "blimp" / "ngram5")),
+                                        str(out / "blimp" / "ngram5"), "--overwrite"),
                 out / "blimp" / "ngram5" / "minimal_pairs.json", ["ngram"])]
     sample = ["--max-pairs-per-paradigm", str(a.pairs_per_paradigm)] if a.pairs_per_paradigm else []
     for objective in a.objectives:
         run = out / objective
         if a.pretrain:  # run inside the output folder: the run records its paths relative to it
-            resume = ["--resume"] if any((run / "checkpoints").glob("step-*.pt")) else []
+            resume = ["--resume"]  # continues the run there, or starts it
             jobs.append(Job(f"{objective}/pretrain", mdeberta(
                 "pretrain", "--data", str(corpus), "--tokenizer", "tokenizer", "--model-preset", a.preset,
                 "--max-steps", str(a.steps), "--batch-size", "32", "--max-seq-length", "128", "--precision",
@@ -69,14 +69,15 @@ def plan(a: argparse.Namespace) -> list[Job]:
             export = out / "exports" / objective / f"step-{step}"
             deps = [] if step else ["tokenizer"]
             jobs.append(Job(f"{objective}/step-{step}/export", mdeberta(
-                "export-checkpoint", str(run), "--step", str(step), "--output", str(export)),
+                "export-checkpoint", str(run), "--step", str(step), "--output", str(export), "--overwrite"),
                 export / "tokenizer" / "spm.model", deps))
             for part in parts_of(objective):
                 target = out / "blimp" / objective / f"step-{step}" / part
                 jobs.append(Job(f"{objective}/step-{step}/{part}/blimp", mdeberta(
                     "evaluate", "--task", "minimal-pairs", "--model", str(export / part), "--eval-file", str(blimp),
                     *sample, "--name", f"{objective} {part} {step * TOKENS_PER_STEP / 2**20:g}M",
-                    "--output-dir", str(target)), target / "minimal_pairs.json", [f"{objective}/step-{step}/export"]))
+                    "--output-dir", str(target), "--overwrite"), target / "minimal_pairs.json",
+                    [f"{objective}/step-{step}/export"]))
             if a.finetune:
                 nli = shared / "data" / "nli_en"
                 model = export / ("model" if objective == "mlm" else "discriminator")
@@ -88,7 +89,8 @@ def plan(a: argparse.Namespace) -> list[Job]:
                         str(nli / "snli_train_subset_8999.tsv.gz"), "--eval-dir", str(shared / "data" / "xnli"),
                         "--languages", "en", "--max-seq-length", "128", "--learning-rate", "3e-4", "--warmup-ratio",
                         "0.1", "--epochs", "2", "--eval-every", "250", "--max-dev-examples", "1000", "--save-every",
-                        "100000", "--log-every", "50", "--name", f"{objective} {step}", "--output-dir", str(ft)),
+                        "100000", "--log-every", "50", "--name", f"{objective} {step}", "--output-dir", str(ft),
+                        "--resume"),
                         ft / "xnli_summary.json", [f"{objective}/step-{step}/export"]))
     return jobs
 

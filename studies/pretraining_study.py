@@ -81,7 +81,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
                 done = run / "model" / "config.json"
             else:
                 extra = (["--objective", "mlm"] if objective == "mlm" else ["--embedding-sharing", objective])
-                resume = ["--resume"] if any((run / "checkpoints").glob("step-*.pt")) else []  # an interrupted run
+                resume = ["--resume"]  # continues an interrupted run, or starts it
                 cmd = mdeberta("pretrain", *common, *extra, *device, "--output", str(run), "--num-workers", "0",
                                "--log-every", "50", "--save-every", "500", "--no-progress", *resume)
                 sub = "model" if objective == "mlm" else "discriminator"
@@ -101,19 +101,21 @@ def plan(a: argparse.Namespace) -> list[Job]:
                     "--max-seq-length", str(a.max_seq_length), "--learning-rate", str(a.finetune_lr),
                     "--warmup-ratio", "0.1", "--epochs", str(a.epochs), "--eval-every", "250",
                     "--max-dev-examples", "1000", "--save-every", "100000", "--log-every", "50",
-                    "--name", f"{model} s{seed}", "--output-dir", str(run)), run / "xnli_summary.json", deps))
+                    "--name", f"{model} s{seed}", "--output-dir", str(run), "--resume"), run / "xnli_summary.json",
+                    deps))
                 for name, path in heldout.items():
                     target = run / f"eval-{name}"
                     jobs.append(Job(f"{corpus}/{model}/finetune-s{seed}/{name}", mdeberta(
                         "evaluate", "--task", "nli", "--model", str(run / "best"), "--eval-file", str(path),
-                        "--max-seq-length", str(a.max_seq_length), *device, "--output-dir", str(target)),
+                        "--max-seq-length", str(a.max_seq_length), *device, "--output-dir", str(target),
+                        "--overwrite"),
                         target / "predictions.jsonl", [f"{corpus}/{model}/finetune-s{seed}"]))
             for features in ("pair", "sentences"):
                 target = root / model / f"probe-{features}.json"
                 jobs.append(Job(f"{corpus}/{model}/probe-{features}", mdeberta(
                     "probe", *source, "--features", features, "--train-file", *train, "--eval-file",
                     *map(str, heldout.values()), "--max-seq-length", str(a.max_seq_length), "--output",
-                    str(target)), target, deps))
+                    str(target), "--overwrite"), target, deps))
     return jobs
 
 
@@ -193,7 +195,7 @@ def summarize(a: argparse.Namespace) -> None:
                 baseline = [str(b) for b in baseline if (b / "xnli_summary.json").exists()]
                 cmp = root / model / "compare.json"
                 done = subprocess.run(mdeberta("compare", "--candidate", *map(str, runs), "--baseline", *baseline,
-                                               "--output", str(cmp)), capture_output=True)
+                                               "--output", str(cmp), "--overwrite"), capture_output=True)
                 if done.returncode == 0:
                     group = json.loads(cmp.read_text())["group_difference"]
             row = {"en": en, "avg": avg, "heldout": held, "probes": probes, "compare_avg": group,

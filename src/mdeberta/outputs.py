@@ -43,15 +43,17 @@ def _related(out: Path, source: Path) -> str | None:
     return None
 
 
-def check_sources(output: str | os.PathLike, sources: Iterable[str | os.PathLike | None], flag: str) -> None:
-    """Refuse an output that is, is inside, or contains a local source (hub ids and missing paths are skipped)."""
+def check_sources(output: str | os.PathLike, sources: Iterable[str | os.PathLike | None], flag: str,
+                  same_only: bool = False) -> None:
+    """Refuse an output that is, is inside, or contains a local source (hub ids and missing paths are skipped);
+    ``same_only``: only one that is the source (a file written into a source folder deletes nothing)."""
     out = _resolved(output)
     for source in sources:
         if source is None or not Path(source).exists():
             continue
         src = _resolved(source)
         relation = _related(out, src)
-        if relation:
+        if relation and (relation == "is" or not same_only):
             raise OutputPathError(f"{flag} {output} {relation} the source {source}: writing there would overwrite "
                                   "or delete it; choose another output path")
 
@@ -95,9 +97,9 @@ def check_output_folder(output: str | os.PathLike, sources: Iterable[str | os.Pa
 
 def check_output_file(output: str | os.PathLike, sources: Iterable[str | os.PathLike | None] = (), *,
                       overwrite: bool = False, flag: str = "--output") -> Path:
-    """Check a single file the command will write (atomically)."""
+    """Check a single file the command will write (atomically): never one of the inputs."""
     path = Path(output)
-    check_sources(path, sources, flag)
+    check_sources(path, sources, flag, same_only=True)
     if path.is_dir():
         raise OutputPathError(f"{flag} {output} is a folder, not a file")
     if path.exists() and not overwrite:

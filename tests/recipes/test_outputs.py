@@ -201,3 +201,17 @@ def test_train_dev_and_eval_files_must_share_the_input_form(tiny_backbone, synth
     assert_cli_error(capsys, ["evaluate", "--task", "nli", "--model", str(out / "final"), "--eval-file", str(single),
                               "--output-dir", str(tmp_path / "ev")],
                      r"single.tsv: the evaluation data holds single texts but .* was trained on pairs")
+
+
+def test_file_outputs_are_never_an_input_nor_replaced_silently(tiny_classifier, synthetic_nli, tmp_path, capsys):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("premise\thypothesis\nthe cat and the dog.\tthere is a cat.\n")
+    args = ["predict", "--model", str(tiny_classifier), "--input", str(pairs)]
+    assert_cli_error(capsys, [*args, "--output", str(pairs)], r"--output .*pairs.tsv is the source")
+    assert pairs.read_text().startswith("premise")
+    out = tmp_path / "preds.jsonl"
+    assert main([*args, "--output", str(out)]) == 0
+    first = out.read_text()
+    assert_cli_error(capsys, [*args, "--output", str(out)], r"already exists: pass --overwrite")
+    assert out.read_text() == first
+    assert main([*args, "--output", str(out), "--overwrite"]) == 0

@@ -294,6 +294,12 @@ def plot_comparison(result: dict[str, Any], path: str | os.PathLike) -> None:
 
 # --------------------------------------------------------------------------- CLI
 def cmd_compare(args: argparse.Namespace) -> int:
+    from mdeberta.outputs import check_output_file
+
+    if args.output:
+        out = Path(args.output)
+        for path in (out, out.with_suffix(".md"), out.with_suffix(".png")):
+            check_output_file(path, [*args.candidate, *args.baseline], overwrite=args.overwrite)
     try:
         result = compare_groups(args.candidate, args.baseline, args.split)
     except (PredictionsError, OSError) as e:
@@ -318,4 +324,5 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", nargs="+", required=True, help="the runs to compare against, same forms")
     p.add_argument("--split", default="test", choices=["test", "dev"], help="which predictions file in a run folder")
     p.add_argument("--output", default=None, help="write the result as JSON here (and the table next to it as .md)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output (and its .md / .png)")
     p.set_defaults(func=cmd_compare)

@@ -172,11 +172,25 @@ def cmd_zero_shot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked(command):
+    """The output file is checked before the model is loaded or anything predicted."""
+    def run(args: argparse.Namespace) -> int:
+        from mdeberta.outputs import check_output_file
+
+        if args.output != "-":
+            check_output_file(args.output, [args.input if args.input != "-" else None, args.model],
+                              overwrite=args.overwrite, flag="--output")
+        return command(args)
+
+    return run
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help="fine-tuned NLI model folder, hub id, or `mdeberta export-onnx` folder (or a .onnx file in it)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
     p.add_argument("--output", default="-", help="JSON lines output file ('-' = stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-seq-length", type=int, default=256)
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
@@ -191,7 +205,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--input", default="-", help="JSONL or TSV pairs file, or texts one per line ('-' = stdin)")
     p.add_argument("--text", nargs="+", default=None, help="token-classification: texts given directly")
     _common(p)
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=_checked(cmd_predict))
 
     z = subparsers.add_parser("zero-shot", help="zero-shot text classification through an NLI model",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -202,4 +216,4 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="score labels independently (entailment vs contradiction) instead of a softmax over labels")
     z.add_argument("--input", default="-", help="one text per line ('-' = stdin) when no texts are given")
     _common(z)
-    z.set_defaults(func=cmd_zero_shot)
+    z.set_defaults(func=_checked(cmd_zero_shot))

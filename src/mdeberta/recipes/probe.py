@@ -124,8 +124,11 @@ def probe(backbone: Any, tokenizer: Any, train: list, evaluation: list, max_leng
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from mdeberta.outputs import check_output_file
     from mdeberta.tokenizer import DebertaTokenizer
 
+    if args.output:
+        check_output_file(args.output, [args.model, *args.train_file, *args.eval_file], overwrite=args.overwrite)
     torch.set_grad_enabled(True)
     start = time.perf_counter()
     try:
@@ -166,6 +169,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the probe's weights")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init and of example sampling")
     p.add_argument("--output", default=None, help="JSON file for the results")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.set_defaults(func=cmd_probe)
 
 
