@@ -215,3 +215,17 @@ def test_file_outputs_are_never_an_input_nor_replaced_silently(tiny_classifier, 
     assert_cli_error(capsys, [*args, "--output", str(out)], r"already exists: pass --overwrite")
     assert out.read_text() == first
     assert main([*args, "--output", str(out), "--overwrite"]) == 0
+
+
+def test_a_length_past_the_absolute_positions_is_refused(tiny_backbone, synthetic_nli, tmp_path, capsys):
+    from mdeberta.config import preset
+    from mdeberta.model import DebertaModel
+    from mdeberta.tokenizer import DebertaTokenizer
+
+    tok = DebertaTokenizer.from_pretrained(tiny_backbone)
+    folder = tmp_path / "v1"
+    DebertaModel(preset("deberta-v3-micro", vocab_size=len(tok), position_biased_input=True,
+                        max_position_embeddings=64)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    assert_cli_error(capsys, _finetune(folder, synthetic_nli, tmp_path / "ft", "--max-seq-length", "128"),
+                     r"--max-seq-length 128 exceeds the 64 absolute positions")

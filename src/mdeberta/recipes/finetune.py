@@ -479,6 +479,10 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
                 env.world_size, warmup)
 
     model = task.build_model(args.model, tokenizer, args.random_init).to(env.device)
+    config = model.config
+    if config.position_biased_input and args.max_seq_length > config.max_position_embeddings:
+        raise UsageError(f"--max-seq-length {args.max_seq_length} exceeds the {config.max_position_embeddings} "
+                         f"absolute positions of {args.model}")
     model.train()
     wrapped = wrap_model(model, env)
     optimizer = build_optimizer(wrapped, lr=args.learning_rate, weight_decay=args.weight_decay, betas=(0.9, 0.999),
