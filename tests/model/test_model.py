@@ -110,3 +110,19 @@ def test_parameter_counts_of_mdeberta_base():
         model = mdeberta.DebertaModel(mdeberta.preset("mdeberta-v3-base"))
     assert round(model.num_parameters() / 1e6) == 278
     assert round((model.num_parameters() - model.num_parameters(exclude_embeddings=True)) / 1e6) == 193
+
+
+def test_an_unknown_keyword_is_a_type_error_naming_it():
+    """A typo (``attention_maks=``) used to be swallowed and silently change the logits."""
+    import mdeberta
+
+    cfg = mdeberta.preset("deberta-v3-micro", vocab_size=40)
+    ids = torch.randint(4, 40, (1, 6))
+    for cls in (mdeberta.DebertaModel, mdeberta.DebertaForSequenceClassification, mdeberta.DebertaForMaskedLM,
+                mdeberta.DebertaForTokenClassification, mdeberta.DebertaForQuestionAnswering,
+                mdeberta.DebertaForReplacedTokenDetection):
+        model = cls(cfg).eval()
+        with pytest.raises(TypeError, match=rf"{cls.__name__}.forward\(\) got an unexpected keyword argument "
+                                            r"'attention_maks'"):
+            model(input_ids=ids, attention_maks=torch.ones_like(ids))
+        model(input_ids=ids, return_dict=True)  # what transformers' callers pass is still accepted

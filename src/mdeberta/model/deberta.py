@@ -92,6 +92,17 @@ class DebertaPreTrainedModel(nn.Module):
         save_pretrained(self, folder, safe_serialization=safe_serialization)
 
 
+# Keywords transformers' callers pass that change nothing here (outputs are always dataclasses).
+IGNORED_KEYWORDS = ("return_dict",)
+
+
+def check_keywords(kwargs: dict[str, Any], model: str, allowed: tuple[str, ...] = ()) -> None:
+    """A keyword the forward pass does not know is an error naming it, as in a plain Python call."""
+    unknown = [k for k in kwargs if k not in IGNORED_KEYWORDS and k not in allowed]
+    if unknown:
+        raise TypeError(f"{model}.forward() got an unexpected keyword argument {unknown[0]!r}")
+
+
 class DebertaModel(DebertaPreTrainedModel):
     """The backbone: token ids -> contextual vectors (``last_hidden_state``)."""
 
@@ -161,11 +172,12 @@ class DebertaModel(DebertaPreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         cu_seqlens: torch.Tensor | None = None,
-        **_: Any,
+        **kwargs: Any,
     ) -> BaseModelOutput:
         """``cu_seqlens`` (N + 1,): the input (1, T) holds N sequences packed back to back, sequence s being tokens
         ``cu_seqlens[s] : cu_seqlens[s + 1]`` (FlashAttention's varlen convention). Each attends only within itself,
         with positions restarting at 0, so its outputs equal those it gets alone; no padding is computed."""
+        check_keywords(kwargs, type(self).__name__)
         batch, length = self.check_inputs(input_ids, inputs_embeds, token_type_ids)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
         packed = self.packed_sequences(cu_seqlens, batch, length, attention_mask, device)

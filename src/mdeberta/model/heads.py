@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mdeberta.config import DebertaConfig
-from mdeberta.model.deberta import DebertaModel, DebertaPreTrainedModel
+from mdeberta.model.deberta import DebertaModel, DebertaPreTrainedModel, check_keywords
 from mdeberta.model.layers import ACTIVATIONS, padding_mask_2d, pairwise_mask
 from mdeberta.model.outputs import (
     MaskedLMOutput,
@@ -236,7 +236,9 @@ class ContextPooler(nn.Module):
 
 
 def reject_packed(kwargs: dict[str, Any], head: str) -> None:
-    """Heads whose outputs or labels are per sequence in a way packing would break say so (not silently wrong)."""
+    """Heads whose outputs or labels are per sequence in a way packing would break say so (not silently wrong);
+    any other unknown keyword is a TypeError (a typo such as ``attention_maks=`` must not change the logits)."""
+    check_keywords(kwargs, head, allowed=("cu_seqlens",))
     if kwargs.get("cu_seqlens") is not None:
         raise ValueError(f"{head} does not take packed input (cu_seqlens); packing works with sequence and token "
                          "classification")
@@ -281,8 +283,9 @@ class DebertaForSequenceClassification(DebertaPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
-                cu_seqlens=None, **_: Any) -> SequenceClassifierOutput:
+                cu_seqlens=None, **kwargs: Any) -> SequenceClassifierOutput:
         """``cu_seqlens``: a packed row of N sequences (see :meth:`DebertaModel.forward`); logits (N, labels)."""
+        check_keywords(kwargs, type(self).__name__)
         out = self.deberta(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                            cu_seqlens=cu_seqlens)
@@ -305,9 +308,10 @@ class DebertaForTokenClassification(DebertaPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
-                cu_seqlens=None, **_: Any) -> TokenClassifierOutput:
+                cu_seqlens=None, **kwargs: Any) -> TokenClassifierOutput:
         """``labels``: (B, L) class ids, -100 for positions not scored (padding, sub-word continuations).
         Packed input (``cu_seqlens``, see :meth:`DebertaModel.forward`): inputs and labels (1, T)."""
+        check_keywords(kwargs, type(self).__name__)
         out = self.deberta(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                            cu_seqlens=cu_seqlens)
