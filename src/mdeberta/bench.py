@@ -502,7 +502,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = preset(args.preset, num_labels=3)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.quiet else (lambda msg: None)
-    ceilings = {dt: matmul_ceiling(dt, device=device) for dt in (torch.float32, torch.bfloat16)}
+    ceilings = {dt: matmul_ceiling(dt, n=args.ceiling_size, device=device) for dt in (torch.float32, torch.bfloat16)}
     log(f"matmul ceiling: fp32 {ceilings[torch.float32]:.0f} GFLOP/s, bf16 {ceilings[torch.bfloat16]:.0f} GFLOP/s")
     ours, theirs = build_models(cfg, device=device)
     rows: list[Row] = []
@@ -573,6 +573,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--notes-prefix", default="", help=argparse.SUPPRESS)
     p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--ceiling-size", type=int, default=2048,
+                   help="n of the n^3 matmul that measures the roofline (a CPU without bf16 instructions takes "
+                        "minutes for bf16 at 2048)")
     p.add_argument("--serving", action="store_true",
                    help="inference: ours fp32/bf16, ONNX Runtime fp32/int8 and transformers fp32 (needs onnxruntime)")
     p.add_argument("--agreement-model", default=None, help="--serving: fine-tuned NLI folder for int8 agreement")

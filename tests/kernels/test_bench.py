@@ -33,7 +33,8 @@ def test_tiny_run_writes_table_and_json(tmp_path):
     out = tmp_path / "res"
     md = tmp_path / "BENCHMARKS.md"
     rc = bench.main(["--preset", "deberta-v3-micro", "--shapes", "2x16", "--modes", "infer-fp32,train-bf16-lazy",
-                     "--repeats", "1", "--output-dir", str(out), "--update-benchmarks-md", str(md), "--quiet"])
+                     "--repeats", "1", "--output-dir", str(out), "--update-benchmarks-md", str(md), "--quiet",
+                     "--ceiling-size", "256"])
     assert rc == 0
     rows = json.loads((out / "bench_model.json").read_text())["rows"]
     assert [r["mode"] for r in rows] == ["infer-fp32", "train-bf16-lazy"]
@@ -80,7 +81,7 @@ def test_argmax_agreement_counts_rows_against_transformers_fp32(tmp_path):
     assert flipped["ours"]["agree"] < 0.2 and flipped["theirs"] == result["theirs"]
     assert flipped["ours"]["max_flip_margin"] > 0
     rc = bench.main(["--preset", "deberta-v3-micro", "--shapes", "2x16", "--modes", "infer-bf16", "--repeats", "1",
-                     "--agreement-rows", "8", "--output-dir", str(tmp_path), "--quiet"])
+                     "--agreement-rows", "8", "--output-dir", str(tmp_path), "--quiet", "--ceiling-size", "256"])
     assert rc == 0
     data = json.loads((tmp_path / "bench_model.json").read_text())
     assert set(data["argmax_agreement_bf16"]) == {"ours", "theirs"}
