@@ -12,6 +12,8 @@
 #   (d) pretraining tokens/s of the tiny, xsmall and base presets
 #   (e) fine-tuning steps on NLI-like lengths: padded vs packed (cu_seqlens, the varlen kernels)
 #       (b-e: benchmarks/gpu/gpu_bench.py -> results.jsonl, table.md)
+#   (f) FSDP2 on one GPU: torchrun x 1, `mdeberta pretrain --distributed fsdp` to its end (health evaluation and
+#       export on the gathered weights), with the Triton kernel's self-check in the log          -> fsdp.log
 # The device image has torch, triton and transformers (KINDS.md); the two competitors travel as wheels.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,6 +38,20 @@ fi
   python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())"
 } > "$OUT/machine.txt" 2>&1
 
+fsdp_part() {  # a synthetic corpus and tokenizer (no ../shared on the device), 20 FSDP steps, the export
+    local dir="$OUT/fsdp"
+    mkdir -p "$dir/corpus"
+    python3 -c "
+import random; r = random.Random(0); words = [''.join(r.choice('abcdefghij') for _ in range(r.randint(2, 6))) for _ in range(300)]
+open('$dir/corpus/en.txt', 'w').write('\n'.join(' '.join(r.choice(words) for _ in range(r.randint(5, 40))) for _ in range(3000)) + '\n')"
+    python3 -m mdeberta tokenizer train --input "$dir/corpus" --output "$dir/tok" --vocab-size 200 --num-threads 1 \
+        && python3 -m torch.distributed.run --nproc_per_node 1 --standalone -m mdeberta -v pretrain \
+            --data "$dir/corpus" --tokenizer "$dir/tok" --output "$dir/run" --model-preset deberta-v3-micro \
+            --max-seq-length 128 --batch-size 16 --max-steps 20 --log-every 5 --health-every 10 --num-workers 0 \
+            --no-progress --distributed fsdp --precision "$1" \
+        && ls "$dir/run/export/discriminator/model.safetensors"
+}
+
 start=$(date +%s)
 if [ "$DRY" = "--dry-run" ]; then
     # On CPU the CUDA tests skip; the interpreter tests are what runs there.
@@ -43,6 +59,8 @@ if [ "$DRY" = "--dry-run" ]; then
     echo "tests: exit $?" >> "$OUT/parts.txt"
     timeout 300 python3 benchmarks/gpu/gpu_bench.py --out "$OUT" --dry-run > "$OUT/bench.log" 2>&1
     echo "bench: exit $?" >> "$OUT/parts.txt"
+    (export -f fsdp_part; OUT="$OUT" timeout 240 bash -c 'fsdp_part fp32') > "$OUT/fsdp.log" 2>&1
+    echo "fsdp: exit $?" >> "$OUT/parts.txt"
 else
     timeout 120 python3 -m pytest -q -x tests/kernels/test_triton_cuda.py > "$OUT/tests.log" 2>&1
     echo "tests: exit $?" >> "$OUT/parts.txt"
@@ -54,6 +72,9 @@ else
     echo "pretraining: exit $?" >> "$OUT/parts.txt"
     timeout 50 python3 benchmarks/gpu/gpu_bench.py --out "$OUT" --parts packed > "$OUT/bench_packed.log" 2>&1
     echo "packed: exit $?" >> "$OUT/parts.txt"
+    (export -f fsdp_part; OUT="$OUT" timeout 90 bash -c 'fsdp_part bf16') > "$OUT/fsdp.log" 2>&1
+    echo "fsdp: exit $?" >> "$OUT/parts.txt"
+    grep -h "self-check\|differs from" "$OUT"/*.log >> "$OUT/parts.txt"
 fi
 echo "total: $(( $(date +%s) - start )) s" >> "$OUT/parts.txt"
 cat "$OUT/parts.txt"
