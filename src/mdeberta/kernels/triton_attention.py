@@ -60,8 +60,11 @@ def _build_kernels() -> dict[str, Any]:
         _KERNELS.clear()
         fwd, tuned = module._fwd, False
         if key != "1":  # on a GPU the forward's tiles are autotuned per (length, head size); see FORWARD_TILES
+            from mdeberta.kernels.aot import prune_forward_configs
+
             fwd = triton.autotune(configs=[triton.Config({"BM": bm, "BN": bn}, num_warps=w, num_stages=st)
-                                           for bm, bn, w, st in FORWARD_TILES], key=["L", "D"])(module._fwd)
+                                           for bm, bn, w, st in FORWARD_TILES], key=["L", "D"],
+                                  prune_configs_by={"early_config_prune": prune_forward_configs})(module._fwd)
             tuned = True
         _KERNELS[key] = {"fwd": fwd, "fwd_tuned": tuned, "bwd_dq": module._bwd_dq, "bwd_dkdv": module._bwd_dkdv,
                          "mask": module._dropout_mask, "cdiv": triton.cdiv}
