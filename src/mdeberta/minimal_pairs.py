@@ -23,7 +23,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -356,8 +355,3 @@ def write_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], out
     plot_report(name, summary, published, paths["plot"])
     return paths
 
-
-def log_probability_gap(records: Sequence[dict[str, Any]]) -> float:
-    """Mean score difference good - bad over the pairs (nats): how confidently a model separates them."""
-    gaps = [r["score_good"] - r["score_bad"] for r in records if math.isfinite(r["score_good"] - r["score_bad"])]
-    return sum(gaps) / max(1, len(gaps))

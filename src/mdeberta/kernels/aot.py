@@ -17,7 +17,7 @@ import os
 import re
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 # Dynamic shared memory per block (bytes): A100 / RTX 30 / RTX 40 / H100.
 SHARED_LIMITS = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
@@ -164,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["SHARED_LIMITS", "Resources", "Variant", "asdict", "compile_variant", "fitting_configs",
-           "prune_forward_configs"]
+__all__ = ["SHARED_LIMITS", "Resources", "Variant", "compile_variant", "fitting_configs", "prune_forward_configs"]
 
 if __name__ == "__main__":
     raise SystemExit(main())
