@@ -354,4 +354,3 @@ def write_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], out
     atomic_write_text(paths["markdown"], markdown_report(name, summary, published))
     plot_report(name, summary, published, paths["plot"])
     return paths
-
