@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from mdeberta.data.nli import ID2LABEL, LABEL2ID, LABELS, NLIExample, collate, encode_examples
+from mdeberta.data.nli import ID2LABEL, LABEL2ID, LABELS, NLIExample
+from mdeberta.tasks.nli import model_label_names, nli_logits, nli_output_order
 
 logger = logging.getLogger("mdeberta.inference")
 
@@ -30,33 +31,6 @@ DEFAULT_TEMPLATE = "This example is {}."
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def model_label_names(config: Any) -> list[str]:
-    """The label name of each output index of a classifier, lower-cased.
-
-    A head trained here or by most hub NLI models names its labels; a generic head (LABEL_0, ...) with three
-    outputs is assumed to follow this project's order (entailment, neutral, contradiction).
-    """
-    names = [str(config.id2label[i]).lower() for i in range(config.num_labels)]
-    if all(n.startswith("label_") for n in names) and len(names) == len(LABELS):
-        logger.warning("model labels are generic (%s); assuming the order %s", names, list(LABELS))
-        return list(LABELS)
-    return names
-
-
-def nli_output_order(config: Any) -> list[int]:
-    """For each canonical label id (entailment, neutral, contradiction) the model's output index.
-
-    Raises ValueError when the head does not have exactly those three labels.
-    """
-    names = model_label_names(config)
-    if sorted(names) != sorted(LABELS):
-        raise ValueError(
-            f"the model's classification head has labels {names}; NLI needs exactly {list(LABELS)} "
-            "(fine-tune a new head with `mdeberta finetune`)"
-        )
-    return [names.index(label) for label in LABELS]
 
 
 def load_classifier(
@@ -99,37 +73,12 @@ def load_classifier(
     return model.to(device or default_device()).eval(), tokenizer
 
 
-@torch.no_grad()
 def predict_logits(
     model: Any, tokenizer: Any, examples: Sequence[NLIExample], batch_size: int = 64, max_length: int = 256,
     bf16: bool = False, progress: bool = False,
 ) -> torch.Tensor:
-    """(N, num_labels) float32 logits in the order of ``examples``.
-
-    Examples are run sorted by length so that a batch wastes little padding; the order is restored after.
-    """
-    if not examples:
-        return torch.zeros((0, model.config.num_labels))
-    features = encode_examples(tokenizer, examples, max_length)
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-    device = model.device if hasattr(model, "device") else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = torch.empty((len(features), model.config.num_labels))
-    starts = range(0, len(order), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="predict", unit="batch", leave=False)
-    for start in starts:
-        idx = order[start:start + batch_size]
-        batch = collate([{**features[i], "label": None} for i in idx], tokenizer.pad_token_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(**batch).logits
-        out[torch.tensor(idx)] = logits.float().cpu()
-    model.train(was_training)
-    return out
+    """(N, num_labels) float32 logits in the order of ``examples`` (run sorted by length, order restored)."""
+    return nli_logits(model, tokenizer, examples, batch_size, max_length, bf16=bf16, progress=progress)
 
 
 @dataclass
@@ -215,6 +164,48 @@ class ZeroShotClassifier:
             ranked = sorted(range(len(labels)), key=lambda i: -row[i])
             results.append({"sequence": seq, "labels": [labels[i] for i in ranked],
                             "scores": [row[i] for i in ranked]})
+        return results[0] if single else results
+
+
+# --------------------------------------------------------------------------- text classification / regression
+class TextClassifier:
+    """Labels (or values) of texts or text pairs from a model fine-tuned with ``--task text-classification`` or
+    ``--task regression``; a PyTorch folder, hub id or exported ONNX folder. Multi-label models return every label
+    whose probability reaches the threshold they were trained with.
+
+    >>> clf = TextClassifier.from_pretrained("out/sib200/best")                              # doctest: +SKIP
+    >>> clf("Der FC gewann das Spiel 3:0.")                                                  # doctest: +SKIP
+    {'label': 'sports', 'scores': {'sports': 0.91, 'politics': 0.02, ...}}
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32, max_length: int = 256) -> None:
+        from mdeberta.tasks import TaskOptions
+        from mdeberta.tasks.regression import RegressionTask
+        from mdeberta.tasks.text_classification import TextClassificationTask
+
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        regression = model.config.problem_type == "regression" or model.config.num_labels == 1
+        cls = RegressionTask if regression else TextClassificationTask
+        self.task = cls.for_model(model.config, tokenizer, TaskOptions(max_seq_length=max_length))
+
+    @classmethod
+    def from_pretrained(cls, model_path: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
+                        device: torch.device | str | None = None, **kwargs: Any) -> TextClassifier:
+        return cls(*load_classifier(model_path, tokenizer_path, device), **kwargs)
+
+    def __call__(self, texts: str | Sequence[str], text_pairs: str | Sequence[str] | None = None
+                 ) -> dict[str, Any] | list[dict[str, Any]]:
+        from mdeberta.tasks.text_classification import TextExample
+
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        pairs = ([text_pairs] if isinstance(text_pairs, str) else list(text_pairs)) if text_pairs is not None else None
+        if not items or any(not isinstance(t, str) or not t.strip() for t in items):
+            raise ValueError("texts must be non-empty strings")
+        if pairs is not None and len(pairs) != len(items):
+            raise ValueError(f"{len(items)} texts but {len(pairs)} text pairs")
+        examples = [TextExample(t, None if pairs is None else pairs[i], None, index=i) for i, t in enumerate(items)]
+        results = self.task.predict(self.model, examples, self.batch_size)
         return results[0] if single else results
 
 
@@ -317,7 +308,7 @@ class QuestionAnswerer:
 
     def __call__(self, question: str, context: str) -> dict[str, Any]:
         from mdeberta.data.qa import QAExample, encode_qa
-        from mdeberta.recipes.finetune import answer_questions
+        from mdeberta.tasks.question_answering import answer_questions
 
         if not question.strip() or not context.strip():
             raise ValueError("question and context must be non-empty strings")
@@ -349,7 +340,8 @@ def zero_shot_classify(
 
 
 __all__ = [
-    "DEFAULT_TEMPLATE", "LABEL2ID", "PairPrediction", "QuestionAnswerer", "TokenClassifier", "ZeroShotClassifier",
+    "DEFAULT_TEMPLATE", "LABEL2ID", "PairPrediction", "QuestionAnswerer", "TextClassifier", "TokenClassifier",
+    "ZeroShotClassifier",
     "classify_pairs", "load_classifier", "load_question_answerer", "load_token_classifier", "nli_output_order",
     "predict_logits", "zero_shot_classify",
 ]

@@ -235,7 +235,8 @@ def quantize_int8(folder: Path, head: str, check_file: str | os.PathLike | None 
     if check_file is None:
         return report
     from mdeberta.data.nli import read_nli_file
-    from mdeberta.inference import nli_output_order, predict_logits
+    from mdeberta.tasks.nli import nli_logits as predict_logits
+    from mdeberta.tasks.nli import nli_output_order
     from mdeberta.tokenizer import DebertaTokenizer
 
     examples = read_nli_file(check_file)[:check_examples]

@@ -21,6 +21,7 @@ from typing import Any
 
 from mdeberta.checkpoint import atomic_save, atomic_write_text
 from mdeberta.data.nli import LABELS, XNLI_LANGUAGES, NLIDataError, NLIExample, load_xnli, read_nli_file
+from mdeberta.tasks.base import add_text_task_arguments
 
 logger = logging.getLogger("mdeberta.evaluate")
 
@@ -43,7 +44,8 @@ def evaluate_examples(
     bf16: bool = False,
 ) -> tuple[float, list[dict[str, Any]]]:
     """Accuracy (percent) and one prediction record per example (labels by name, probabilities per label)."""
-    from mdeberta.inference import nli_output_order, predict_logits
+    from mdeberta.tasks.nli import nli_logits as predict_logits
+    from mdeberta.tasks.nli import nli_output_order
 
     order = nli_output_order(model.config)
     probs = predict_logits(model, tokenizer, examples, batch_size, max_length, bf16=bf16).softmax(-1)[:, order]
@@ -162,7 +164,7 @@ def run_evaluate_ner(args: argparse.Namespace) -> dict[str, Any]:
     or ``--eval-file google/xtreme:de ...`` (hub, ``--split``); Markdown, JSON, PNG and a predictions file."""
     from mdeberta.data.ner import check_labels, encode_tagged, entity_scores, load_tagged
     from mdeberta.inference import load_token_classifier
-    from mdeberta.recipes.finetune import predict_tags
+    from mdeberta.tasks.token_classification import predict_tags
 
     if not args.eval_file:
         raise NLIDataError("--task token-classification needs --eval-file LANG=PATH (or hub:LANG) entries")
@@ -207,7 +209,7 @@ def run_evaluate_qa(args: argparse.Namespace) -> dict[str, Any]:
     hub entries (``google/xquad:de``); SQuAD's answer normalisation, or MLQA's per language (``--qa-metric``)."""
     from mdeberta.data.qa import encode_qa, load_qa, qa_scores
     from mdeberta.inference import load_question_answerer
-    from mdeberta.recipes.finetune import answer_questions
+    from mdeberta.tasks.question_answering import answer_questions
 
     if not args.eval_file:
         raise NLIDataError("--task question-answering needs --eval-file LANG=PATH (or hub:LANG) entries")
@@ -245,6 +247,102 @@ def run_evaluate_qa(args: argparse.Namespace) -> dict[str, Any]:
               ylabel="score (%)", chance=None)
     print(md)
     return {"avg": avg, "scores": table}
+
+
+REPORT_PREFIX = {"text-classification": "classification", "regression": "regression",
+                 "multiple-choice": "multiple_choice"}
+
+
+def _eval_entries(entries: Sequence[str]) -> list[tuple[str, str]]:
+    """``LANG=PATH`` -> (LANG, PATH); a bare file -> (its name without suffixes, PATH); hub ``NAME:CONFIG`` ->
+    (CONFIG, NAME:CONFIG). Names must be unique: they are the table's columns."""
+    pairs = []
+    for entry in entries:
+        if "=" in entry:
+            name, _, path = entry.partition("=")
+        elif Path(entry).exists():
+            name, path = Path(entry).name, entry
+            for suffix in (".gz", ".tsv", ".csv", ".jsonl", ".json"):
+                name = name.removesuffix(suffix)
+        else:
+            name, path = entry.rsplit(":", 1)[-1], entry
+        pairs.append((name, path))
+    names = [n for n, _ in pairs]
+    if len(set(names)) != len(names):
+        raise NLIDataError(f"--eval-file: the names {names} repeat; give each file a name as NAME=PATH")
+    return pairs
+
+
+def load_task_model(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, task) for ``--task text-classification / regression / multiple-choice``: the task takes
+    its labels (and multi-label threshold) from the model's config."""
+    from mdeberta.tasks import TaskOptions
+    from mdeberta.tasks.multiple_choice import MultipleChoiceTask
+    from mdeberta.tasks.regression import RegressionTask
+    from mdeberta.tasks.text_classification import TextClassificationTask
+
+    options = TaskOptions.from_args(args)
+    if args.task == "multiple-choice":
+        from mdeberta.inference import default_device
+        from mdeberta.model import DebertaForMultipleChoice
+        from mdeberta.tokenizer import DebertaTokenizer
+
+        model = DebertaForMultipleChoice.from_pretrained(args.model)
+        if any(k.startswith("classifier") for k in getattr(model, "loading_info", {}).get("missing", [])):
+            raise NLIDataError(f"{args.model} has no trained multiple-choice head; fine-tune it first "
+                               "(`mdeberta finetune --task multiple-choice`)")
+        tokenizer = DebertaTokenizer.from_pretrained(args.tokenizer or args.model)
+        return model.to(args.device or default_device()).eval(), tokenizer, MultipleChoiceTask(options, tokenizer)
+    from mdeberta.inference import load_classifier
+
+    model, tokenizer = load_classifier(args.model, args.tokenizer, args.device)
+    regression = model.config.problem_type == "regression" or model.config.num_labels == 1
+    if regression != (args.task == "regression"):
+        raise NLIDataError(f"{args.model} is a {'regression' if regression else 'classification'} model; evaluate it "
+                           f"with --task {'regression' if regression else 'text-classification'}")
+    cls = RegressionTask if regression else TextClassificationTask
+    return model, tokenizer, cls.for_model(model.config, tokenizer, options)
+
+
+def run_evaluate_task(args: argparse.Namespace) -> dict[str, Any]:
+    """Any task's scores per evaluation file (zero-shot cross-lingual: ``--eval-file en=... de=...``): a Markdown
+    table (one row per metric, one column per file, their average first), JSON, a PNG and every prediction."""
+    if not args.eval_file:
+        raise NLIDataError(f"--task {args.task} needs --eval-file [NAME=]PATH ... (TSV / CSV / JSON lines / hub)")
+    entries = _eval_entries(args.eval_file)
+    model, tokenizer, task = load_task_model(args)
+    split = {"test": "test", "dev": "validation"}[args.split]
+    scores, counts, records = {}, {}, []
+    start = time.perf_counter()
+    for name, path in entries:
+        examples = task.read(path, split, name)[:args.max_eval_examples]
+        predictions = task.predict(model, examples, args.eval_batch_size)
+        scores[name], counts[name] = task.score(examples, predictions), len(examples)
+        records += [task.record(ex, p) for ex, p in zip(examples, predictions)]
+        logger.info("%s: %s on %d examples", name, ", ".join(f"{k} {v:.2f}" for k, v in scores[name].items()),
+                    len(examples))
+    metrics = list(next(iter(scores.values())))
+    avg = {m: sum(scores[n][m] for n in scores) / len(scores) for m in metrics}
+    name = args.name or Path(str(args.model).rstrip("/")).name
+    out, prefix, columns = Path(args.output_dir), REPORT_PREFIX[args.task], ["avg", *scores]
+    md = (f"# {args.task} ({args.split}) — {name}\n\n| metric | " + " | ".join(columns) + " |\n|---|"
+          + "---:|" * len(columns) + "\n"
+          + "".join(f"| {m} | {avg[m]:.1f} | " + " | ".join(f"{scores[n][m]:.1f}" for n in scores) + " |\n"
+                    for m in metrics)
+          + f"\nExamples per file: {', '.join(f'{n} {c}' for n, c in counts.items())}. Model selection metric: "
+          + f"{task.metric}. Predictions: `predictions_{args.split}.jsonl`.\n")
+    result = {"model": str(args.model), "name": name, "task": args.task, "split": args.split, "avg": avg,
+              "scores": scores, "num_examples": counts, "eval_seconds": round(time.perf_counter() - start, 1)}
+    atomic_write_text(out / f"{prefix}_{args.split}.md", md)
+    atomic_write_text(out / f"{prefix}_{args.split}.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out / f"predictions_{args.split}.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    shown = task.metric
+    plot_xnli({f"{name} ({shown})": {"avg": avg[shown], **{n: scores[n][shown] for n in scores}}},
+              out / f"{prefix}_{args.split}.png", title=f"{args.task} ({args.split}): {name}", columns=columns,
+              ylabel=f"{shown} (%)", chance=None)
+    print(md)
+    return result
 
 
 def run_evaluate_minimal_pairs(args: argparse.Namespace) -> dict[str, Any]:
@@ -289,6 +387,8 @@ REPORT_FILES = {
     "token-classification": ("ner_{split}.md", "ner_{split}.json", "ner_{split}.png", "predictions_{split}.jsonl"),
     "question-answering": ("qa_{split}.md", "qa_{split}.json", "qa_{split}.png", "predictions_{split}.jsonl"),
     "minimal-pairs": ("minimal_pairs.md", "minimal_pairs.json", "minimal_pairs.png", "scores.jsonl"),
+    **{task: (f"{prefix}_{{split}}.md", f"{prefix}_{{split}}.json", f"{prefix}_{{split}}.png",
+              "predictions_{split}.jsonl") for task, prefix in REPORT_PREFIX.items()},
 }
 
 
@@ -303,7 +403,7 @@ def check_report_folder(args: argparse.Namespace) -> Path:
     elif args.task == "minimal-pairs":
         out = (Path(args.model).parent if is_ngram_file(args.model) else Path(args.model)) / "eval-minimal-pairs"
     else:
-        short = {"token-classification": "ner", "question-answering": "qa"}.get(args.task, args.task)
+        short = {"token-classification": "ner", "question-answering": "qa", **REPORT_PREFIX}.get(args.task, args.task)
         out = Path(args.model) / f"eval-{short}-{args.split}"
     names = [n.format(split=args.split) for n in REPORT_FILES[args.task]]
     return check_output_folder(out, overwrite=args.overwrite, flag="--output-dir", would_write=names)
@@ -333,6 +433,8 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         return run_evaluate_ner(args)
     if args.task == "question-answering":
         return run_evaluate_qa(args)
+    if args.task in REPORT_PREFIX:
+        return run_evaluate_task(args)
     model, tokenizer = load_classifier(args.model, args.tokenizer, args.device)
     name = args.name or Path(str(args.model).rstrip("/")).name
     if args.task == "xnli":
@@ -397,14 +499,18 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="fine-tuned model folder or hub id")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
     p.add_argument("--task", default="xnli",
-                   choices=["xnli", "nli", "token-classification", "question-answering", "minimal-pairs"],
-                   help="xnli: per-language table; nli: accuracy on one --eval-file; minimal-pairs: zero-shot "
+                   choices=["xnli", "nli", "text-classification", "regression", "multiple-choice",
+                            "token-classification", "question-answering", "minimal-pairs"],
+                   help="xnli: per-language table; nli: accuracy on one --eval-file; text-classification / "
+                        "regression / multiple-choice / token-classification / question-answering: scores per "
+                        "--eval-file NAME=PATH (zero-shot cross-lingual tables); minimal-pairs: zero-shot "
                         "grammaticality (BLiMP) of an MLM / RTD model or an n-gram .npz")
     p.add_argument("--eval-file", nargs="+", default=None,
                    help="--task nli: one NLI file; token-classification / question-answering: LANG=PATH (CoNLL / "
                         "JSON lines; SQuAD-layout JSON) or hub entries (google/xtreme:de, google/xquad:de)")
     p.add_argument("--doc-stride", type=int, default=128, help="question-answering: overlap of context windows")
     p.add_argument("--max-answer-length", type=int, default=30, help="question-answering: longest answer (tokens)")
+    add_text_task_arguments(p, training=False)
     p.add_argument("--qa-metric", choices=["squad", "mlqa"], default="squad",
                    help="question-answering: SQuAD v1.1's answer normalisation, or MLQA's per language")
     p.add_argument("--max-pairs-per-paradigm", type=_positive, default=None,

@@ -130,9 +130,54 @@ def cmd_predict_answers(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_texts(path: str) -> list[dict]:
+    """Texts to classify: JSON objects with ``text`` (and ``text_pair``) or one text per line."""
+    items: list[dict] = []
+    for line_no, line in _lines(path):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise NLIDataError(f"{path}:{line_no}: invalid JSON ({e})") from e
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
+                raise NLIDataError(f"{path}:{line_no}: expected an object with a non-empty string 'text'")
+            if "text_pair" in obj and not isinstance(obj["text_pair"], str):
+                raise NLIDataError(f"{path}:{line_no}: 'text_pair' must be a string")
+            items.append(obj)
+        else:
+            items.append({"text": line})
+    return items
+
+
+def cmd_predict_texts(args: argparse.Namespace) -> int:
+    """Text classification / regression: texts (or JSON objects with text / text_pair) in, labels or values out."""
+    from mdeberta.inference import TextClassifier
+
+    try:
+        items = [{"text": t} for t in args.text] if args.text else read_texts(args.input)
+        if not items:
+            raise NLIDataError("no texts: give them with --text or --input FILE / '-' for stdin")
+        if len({"text_pair" in obj for obj in items}) > 1:
+            raise NLIDataError("some inputs have a 'text_pair' and others not: a model takes one input form")
+        clf = TextClassifier.from_pretrained(args.model, args.tokenizer, args.device, batch_size=args.batch_size,
+                                             max_length=args.max_seq_length)
+        pairs = [obj["text_pair"] for obj in items] if "text_pair" in items[0] else None
+        results = clf([obj["text"] for obj in items], pairs)
+    except (NLIDataError, ValueError, OSError) as e:
+        logger.error("%s", e)
+        return 2
+    _write_jsonl(args.output, [{**obj, **r} for obj, r in zip(items, results)])
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from mdeberta.inference import classify_pairs, load_classifier
 
+    if args.task in ("text-classification", "regression"):
+        return cmd_predict_texts(args)
     if args.task == "token-classification":
         return cmd_predict_tokens(args)
     if args.task == "question-answering":
@@ -199,11 +244,15 @@ def _common(p: argparse.ArgumentParser) -> None:
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="NLI predictions for premise/hypothesis pairs (JSON lines out)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=["nli", "token-classification", "question-answering"], default="nli",
-                   help="nli: pairs in, labels out; token-classification: texts in, entities with character spans; "
+    p.add_argument("--task", choices=["nli", "text-classification", "regression", "token-classification",
+                                      "question-answering"], default="nli",
+                   help="nli: pairs in, labels out; text-classification / regression: texts (or JSON objects with "
+                        "text and text_pair) in, labels and scores (values) out; token-classification: texts "
+                        "in, entities with character spans; "
                         "question-answering: JSON lines with question and context in, answers with spans out")
     p.add_argument("--input", default="-", help="JSONL or TSV pairs file, or texts one per line ('-' = stdin)")
-    p.add_argument("--text", nargs="+", default=None, help="token-classification: texts given directly")
+    p.add_argument("--text", nargs="+", default=None,
+                   help="text-classification / regression / token-classification: texts given directly")
     _common(p)
     p.set_defaults(func=_checked(cmd_predict))
 
