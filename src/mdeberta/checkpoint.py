@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mdeberta.config import DebertaConfig
-from mdeberta.errors import MdebertaError
+from mdeberta.errors import CheckpointError
+
+# Re-exported: the names older code imports from here.
+from mdeberta.files import WriteError, atomic_save, atomic_torch_save, atomic_write_bytes, atomic_write_text  # noqa: F401
+from mdeberta.hub import CONFIG_AND_TOKENIZER, PYTORCH_INDEX, SAFETENSORS_INDEX, resolve_model_dir  # noqa: F401
 
 if TYPE_CHECKING:
     from mdeberta.model.deberta import DebertaPreTrainedModel
@@ -26,128 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mdeberta")
 
 SAFETENSORS = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH = "pytorch_model.bin"
-PYTORCH_INDEX = "pytorch_model.bin.index.json"
-CONFIG_AND_TOKENIZER = ["config.json", "*.model", "tokenizer_config.json", "special_tokens_map.json"]
-
-
-class CheckpointError(MdebertaError, RuntimeError):
-    """A checkpoint cannot be read or does not fit the model; the message names the file or key."""
-
-
-# --------------------------------------------------------------------------- atomic writes
-class WriteError(MdebertaError, OSError):
-    """Writing a file failed (disk full, permissions); the message names the path."""
-
-
-def _write_failure(error: BaseException, path: Path) -> WriteError | None:
-    """A clear error for a failed write, or None when ``error`` is not about the disk. torch.save reports a full disk
-    as ``RuntimeError: ... inline_container.cc ... unexpected pos`` / ``file write failed``: told apart by the free
-    space left on the device."""
-    import errno
-    import shutil
-
-    code = getattr(error, "errno", None)
-    if code == errno.ENOSPC or code == errno.EDQUOT:
-        return WriteError(code, f"no space left on the device of {path} while writing it ({error})")
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return WriteError(code, f"permission denied writing {path} ({error})")
-    if isinstance(error, RuntimeError) and any(s in str(error) for s in ("unexpected pos", "write failed")):
-        try:
-            free = shutil.disk_usage(path.parent).free
-        except OSError:
-            free = 0
-        if free < 64 * 2**20:
-            return WriteError(errno.ENOSPC, f"no space left on the device of {path} while writing it "
-                                            f"({free / 2**20:.1f} MiB free)")
-    return None
-
-
-def atomic_save(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Run ``write(temp_path)`` for a temp file beside ``path``, then rename it into place atomically.
-
-    The file gets the mode ``open`` would give it under the user's umask (``mkstemp`` creates 0600, which others on
-    a shared machine could not read); a full disk or a permission problem is a :class:`WriteError` naming ``path``.
-    """
-    from mdeberta.outputs import user_file_mode
-
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise (_write_failure(e, path) or e) from e
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, user_file_mode())  # after the write: some writers (safetensors) create the file anew
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        clear = _write_failure(e, path)
-        if clear is not None:
-            raise clear from e
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-    atomic_save(path, write)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    atomic_save(path, lambda tmp: torch.save(obj, tmp))
-
-
-# --------------------------------------------------------------------------- finding a model
-def resolve_model_dir(name_or_path: str | os.PathLike, allow_patterns: list[str] | None = None) -> str:
-    """A local folder for ``name_or_path``: the folder itself, or a hub snapshot (downloaded or cached).
-
-    Only the files a model needs are fetched: config, tokenizer, and one weights format (safetensors if the
-    repository has it, else pytorch_model.bin).
-    """
-    name = os.fspath(name_or_path)
-    if os.path.isdir(name):
-        return name
-    if os.path.exists(name):
-        raise CheckpointError(f"{name} is a file; expected a model folder (config.json + weights) or a hub id")
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
-        raise CheckpointError(f"model folder {name} does not exist")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency
-        raise CheckpointError(f"{name} is not a folder and huggingface_hub is not installed") from e
-
-    def fetch(patterns: list[str]) -> str:
-        try:
-            return snapshot_download(repo_id=name, allow_patterns=patterns)
-        except Exception as online_error:  # offline, unknown repo, network down: try the local cache
-            try:
-                return snapshot_download(repo_id=name, allow_patterns=patterns, local_files_only=True)
-            except Exception:
-                raise CheckpointError(
-                    f"{name!r} is not a local folder, could not be fetched from the Hugging Face hub "
-                    f"({type(online_error).__name__}: {str(online_error).splitlines()[0] if str(online_error) else ''})"
-                    f" and is not in the local cache. Download it where there is internet "
-                    f"(`hf download {name}`) or pass a local folder."
-                ) from online_error
-
-    if allow_patterns is not None:
-        return fetch(allow_patterns)
-    folder = fetch(CONFIG_AND_TOKENIZER + ["*.safetensors", SAFETENSORS_INDEX])
-    if not any(f.endswith(".safetensors") for f in os.listdir(folder)):
-        folder = fetch(CONFIG_AND_TOKENIZER + ["pytorch_model*.bin", PYTORCH_INDEX])
-    return folder
 
 
 # --------------------------------------------------------------------------- reading weights

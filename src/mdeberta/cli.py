@@ -42,7 +42,6 @@ COMMAND_MODULES = (
     "mdeberta.recipes.probe",
     "mdeberta.recipes.export_onnx",
     "mdeberta.ngram",
-    "mdeberta.bench",
 )
 
 

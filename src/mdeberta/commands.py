@@ -9,9 +9,10 @@ import os
 import shutil
 from pathlib import Path
 
-from mdeberta.checkpoint import load_into, load_state_dict, resolve_model_dir
+from mdeberta.checkpoint import load_into, load_state_dict
 from mdeberta.config import PRESETS, DebertaConfig
 from mdeberta.errors import UsageError
+from mdeberta.hub import resolve_model_dir
 from mdeberta.model import DebertaForMaskedLM
 from mdeberta.model.auto import HEADS, detect_head
 

@@ -189,7 +189,7 @@ class DebertaConfig:
             raise ConfigError(f"{path}: {e}") from e
 
     def to_json_file(self, path: str | os.PathLike) -> None:
-        from mdeberta.checkpoint import atomic_write_text
+        from mdeberta.files import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
@@ -202,7 +202,7 @@ class DebertaConfig:
         if os.path.isfile(name):
             config = cls.from_json_file(name)
         else:
-            from mdeberta.checkpoint import resolve_model_dir
+            from mdeberta.hub import resolve_model_dir
 
             config = cls.from_json_file(os.path.join(resolve_model_dir(name), "config.json"))
         return config.replace(**overrides) if overrides else config

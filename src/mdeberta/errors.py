@@ -11,3 +11,7 @@ class MdebertaError(Exception):
 
 class UsageError(MdebertaError, ValueError):
     """An argument that cannot work (a size below 1, a length past the model's positions, ...)."""
+
+
+class CheckpointError(MdebertaError, RuntimeError):
+    """A checkpoint cannot be read or does not fit the model; the message names the file or key."""

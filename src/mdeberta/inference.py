@@ -44,7 +44,7 @@ def load_classifier(
     (``out/onnx/model_int8.onnx``) to run that one.
     """
     from mdeberta.model import DebertaForSequenceClassification
-    from mdeberta.serving import OnnxModel, is_onnx_folder
+    from mdeberta.onnx_model import OnnxModel, is_onnx_folder
     from mdeberta.tokenizer import DebertaTokenizer
 
     file = None

@@ -315,7 +315,7 @@ def plot_report(name: str, summary: dict[str, Any], published: dict[str, dict[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mdeberta.checkpoint import atomic_save
+    from mdeberta.files import atomic_save
 
     rows = {name: summary, **published}
     columns = ["overall", *summary["per_phenomenon"]]
@@ -340,7 +340,7 @@ def write_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], out
                  name: str, reference: str | os.PathLike | None = None, extra: dict[str, Any] | None = None,
                  ) -> dict[str, Path]:
     """``minimal_pairs.md`` / ``.json`` / ``.png`` and ``scores.jsonl`` (every pair's two scores)."""
-    from mdeberta.checkpoint import atomic_write_text
+    from mdeberta.files import atomic_write_text
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -206,7 +206,7 @@ class KneserNeyLM:
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
-        from mdeberta.checkpoint import atomic_save
+        from mdeberta.files import atomic_save
 
         path = Path(path)
         vocab = np.array(sorted(self.vocab, key=self.vocab.get), dtype=object)

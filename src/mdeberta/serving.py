@@ -29,15 +29,23 @@ from typing import Any
 
 import torch
 
-from mdeberta.checkpoint import CheckpointError, atomic_write_text, load_state_dict, resolve_model_dir
+from mdeberta.checkpoint import load_state_dict
 from mdeberta.config import DebertaConfig
-from mdeberta.errors import MdebertaError
+from mdeberta.errors import CheckpointError
+from mdeberta.files import atomic_write_text
+from mdeberta.hub import resolve_model_dir
+from mdeberta.onnx_model import (  # noqa: F401  (OnnxModel, is_onnx_folder: re-exported for older code)
+    EXPORT_INFO,
+    INT8_FILE,
+    ONNX_FILE,
+    ExportError,
+    OnnxModel,
+    _require_onnx,
+    is_onnx_folder,
+)
 
 logger = logging.getLogger("mdeberta.serving")
 
-EXPORT_INFO = "onnx_export.json"
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model_int8.onnx"
 TOKENIZER_FILES = ("spm.model", "tokenizer_config.json", "special_tokens_map.json")
 # Output names per head (the exported graph returns them in this order).
 HEAD_OUTPUTS = {
@@ -50,19 +58,6 @@ HEAD_OUTPUTS = {
 }
 UNSUPPORTED_HEADS = {"rtd": "the replaced-token-detection head is for pretraining; export the backbone "
                             "(--head base) or a fine-tuned model"}
-
-
-class ExportError(MdebertaError, RuntimeError):
-    """The model cannot be exported, or ONNX Runtime does not reproduce it; nothing was written."""
-
-
-def _require_onnx() -> tuple[Any, Any]:
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as e:
-        raise ExportError("ONNX export and inference need onnx and onnxruntime: pip install 'mdeberta[onnx]'") from e
-    return onnx, onnxruntime
 
 
 # --------------------------------------------------------------------------- export
@@ -169,8 +164,8 @@ def export_onnx(src: str | os.PathLike, dst: str | os.PathLike, head: str = "aut
     if "spm.model" in missing and require_tokenizer:
         raise ExportError(f"{folder} has no tokenizer (missing {missing}): the exported folder must be "
                           "self-contained; save the tokenizer next to the model first")
-    if check_file is not None and head != "sequence-classification":
-        raise ExportError("--check-file scores an NLI file: it needs a sequence-classification model")
+    if check_file is not None and head in ("base", "mlm"):
+        raise ExportError(f"--check-file scores a task's file: a {head} model has no task (export a fine-tuned one)")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
     os.chmod(tmp, user_file_mode(directory=True))  # mkdtemp makes 0700
@@ -219,8 +214,9 @@ def export_onnx(src: str | os.PathLike, dst: str | os.PathLike, head: str = "aut
 
 def quantize_int8(folder: Path, head: str, check_file: str | os.PathLike | None = None,
                   check_examples: int = 500, max_length: int = 256) -> dict[str, Any]:
-    """Dynamic int8 quantization of the linear layers (MatMul / Gemm weights); with an NLI ``check_file``, the
-    argmax agreement with fp32 and both accuracies on its first ``check_examples`` pairs."""
+    """Dynamic int8 quantization of the linear layers (MatMul / Gemm weights); with a ``check_file`` of the
+    model's task (NLI pairs, labelled texts, tagged sentences, ...), the agreement of the int8 predictions with
+    fp32 and both scores on its first ``check_examples`` examples."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
@@ -234,86 +230,26 @@ def quantize_int8(folder: Path, head: str, check_file: str | os.PathLike | None 
     report: dict[str, Any] = {"weight_type": "int8", "ops": ["MatMul", "Gemm"]}
     if check_file is None:
         return report
-    from mdeberta.data.nli import read_nli_file
-    from mdeberta.tasks.nli import nli_logits as predict_logits
-    from mdeberta.tasks.nli import nli_output_order
+    from mdeberta.tasks import TaskOptions, task_for_model
     from mdeberta.tokenizer import DebertaTokenizer
 
-    examples = read_nli_file(check_file)[:check_examples]
     tokenizer = DebertaTokenizer.from_pretrained(folder)
-    preds = {}
-    for name in (ONNX_FILE, INT8_FILE):
-        model = OnnxModel(folder, file=name)
-        order = nli_output_order(model.config)
-        preds[name] = predict_logits(model, tokenizer, examples, max_length=max_length)[:, order].argmax(-1)
-    gold = torch.tensor([ex.label for ex in examples])
-    agree = float((preds[ONNX_FILE] == preds[INT8_FILE]).float().mean())
-    acc = {name: 100.0 * float((p == gold).float().mean()) for name, p in preds.items()}
-    report.update(check_file=str(check_file), examples=len(examples), argmax_agreement=100.0 * agree,
-                  accuracy_fp32=acc[ONNX_FILE], accuracy_int8=acc[INT8_FILE],
-                  accuracy_difference=acc[INT8_FILE] - acc[ONNX_FILE])
+    models = {name: OnnxModel(folder, file=name) for name in (ONNX_FILE, INT8_FILE)}
+    task = task_for_model(models[ONNX_FILE].config, tokenizer, TaskOptions(max_seq_length=max_length), head)
+    examples = task.read(check_file, "validation")[:check_examples]
+    preds = {name: task.predict(model, examples) for name, model in models.items()}
+    scores = {name: task.score(examples, p)[task.metric] for name, p in preds.items()}
+    report.update(check_file=str(check_file), examples=len(examples), task=task.name, metric=task.metric,
+                  **{f"{task.metric}_fp32": scores[ONNX_FILE], f"{task.metric}_int8": scores[INT8_FILE],
+                     f"{task.metric}_difference": scores[INT8_FILE] - scores[ONNX_FILE]})
+    if task.name != "regression":  # the same predicted label / tags / span
+        same = [_decision(a) == _decision(b) for a, b in zip(preds[ONNX_FILE], preds[INT8_FILE])]
+        report["argmax_agreement"] = 100.0 * sum(same) / max(1, len(same))
     return report
 
 
-# --------------------------------------------------------------------------- inference
-@dataclass
-class OnnxOutput:
-    logits: torch.Tensor | None = None
-    last_hidden_state: torch.Tensor | None = None
-    start_logits: torch.Tensor | None = None
-    end_logits: torch.Tensor | None = None
-
-
-def is_onnx_folder(path: str | os.PathLike) -> bool:
-    return (Path(path) / EXPORT_INFO).is_file()
-
-
-class OnnxModel:
-    """An exported folder run by ONNX Runtime, with the call interface of our PyTorch models."""
-
-    training = False
-
-    def __init__(self, folder: str | os.PathLike, file: str | None = None, threads: int | None = None,
-                 providers: Sequence[str] = ("CPUExecutionProvider",), memory_arena: bool = True) -> None:
-        """``memory_arena=False`` makes ONNX Runtime return its working memory after every run (slower; what
-        ``mdeberta bench --serving`` uses to measure a run's peak memory, which the arena would hide)."""
-        _, ort = _require_onnx()
-        folder = Path(folder)
-        if not is_onnx_folder(folder):
-            raise ExportError(f"{folder}: not an exported ONNX folder (no {EXPORT_INFO}; `mdeberta export-onnx`)")
-        self.info = json.loads((folder / EXPORT_INFO).read_text())
-        self.folder, self.file = folder, file or self.info.get("file", ONNX_FILE)
-        if not (folder / self.file).is_file():
-            raise ExportError(f"{folder}: {self.file} is missing")
-        self.config = DebertaConfig.from_json_file(folder / "config.json")
-        self.head = self.info["head"]
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        if not memory_arena:
-            options.enable_cpu_mem_arena = False
-            options.enable_mem_pattern = False
-        self.session = ort.InferenceSession(str(folder / self.file), options, providers=list(providers))
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def eval(self) -> OnnxModel:
-        return self
-
-    def train(self, mode: bool = True) -> OnnxModel:
-        if mode:
-            raise ExportError("an ONNX model is for inference; fine-tune the PyTorch checkpoint")
-        return self
-
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> OnnxOutput:
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        feeds = {"input_ids": input_ids.to(torch.int64).cpu().numpy(),
-                 "attention_mask": attention_mask.to(torch.int64).cpu().numpy()}
-        values = self.session.run(None, feeds)
-        return OnnxOutput(**{name: torch.from_numpy(v) for name, v in zip(self.info["outputs"], values)})
+def _decision(prediction: Any) -> Any:
+    return prediction.get("label", prediction.get("text")) if isinstance(prediction, dict) else prediction
 
 
 __all__ = ["ExportError", "ExportReport", "OnnxModel", "export_onnx", "is_onnx_folder", "parity_check",

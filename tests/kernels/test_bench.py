@@ -1,12 +1,15 @@
-"""mdeberta bench: the BENCHMARKS.md section editing and a tiny end-to-end run against transformers."""
+"""benchmarks/bench_model.py: the BENCHMARKS.md section editing and a tiny end-to-end run against transformers."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from mdeberta import bench
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import bench_model as bench  # noqa: E402
 
 
 def test_update_benchmarks_md_touches_only_its_section(tmp_path):

@@ -210,3 +210,39 @@ def test_hub_dataset_with_class_labels(monkeypatch):
     assert [(e.text, e.label) for e in examples] == [("good film", "positive"), ("bad film", "negative"),
                                                      ("hidden", None)]
     assert examples[0].where == "nyu-mll/glue:sst2[validation] row 0"
+
+
+def test_onnx_export_and_int8_check_for_text_classification(tagging_backbone, tmp_path, capsys):
+    """export-onnx takes a text classifier: the int8 check reads a labelled text file through the model's task,
+    and TextClassifier on the ONNX folder gives PyTorch's labels."""
+    pytest.importorskip("onnxruntime")
+    from mdeberta.inference import TextClassifier
+    from mdeberta.tasks import TaskOptions, task_for_model
+    from mdeberta.tasks.regression import RegressionTask
+    from mdeberta.tasks.text_classification import TextClassificationTask
+    from mdeberta.tokenizer import DebertaTokenizer
+
+    train = write_rows(tmp_path / "train.tsv", topic_rows(60, seed=1))
+    model_dir = tmp_path / "run"
+    assert main(["finetune", "--task", "text-classification", "--model", str(tagging_backbone), "--train-file",
+                 str(train), "--output-dir", str(model_dir), "--max-steps", "3", *FAST]) == 0
+    check = write_rows(tmp_path / "check.tsv", topic_rows(30, seed=5))
+    out = tmp_path / "onnx"
+    assert main(["export-onnx", str(model_dir / "final"), str(out), "--int8", "--check-file", str(check)]) == 0
+    info = json.loads((out / "onnx_export.json").read_text())["int8"]
+    assert info["task"] == "text-classification" and info["examples"] == 30 and 0 <= info["accuracy_int8"] <= 100
+    assert "argmax agreement with fp32" in capsys.readouterr().out
+    texts = [r["text"] for r in topic_rows(12, seed=6)]
+    expected = TextClassifier.from_pretrained(model_dir / "final", device="cpu")(texts)
+    got = TextClassifier.from_pretrained(out)(texts)
+    assert [g["label"] for g in got] == [e["label"] for e in expected]
+    assert got[0]["scores"] == pytest.approx(expected[0]["scores"], abs=1e-4)
+    # The task is read from the config: these labels are not NLI's, one output is regression.
+    from mdeberta.config import DebertaConfig
+
+    config = DebertaConfig.from_pretrained(model_dir / "final")
+    tokenizer = DebertaTokenizer.from_pretrained(model_dir / "final")
+    assert isinstance(task_for_model(config, tokenizer), TextClassificationTask)
+    assert task_for_model(config, tokenizer).labels == ["none", "people", "places"]
+    regression = config.replace(num_labels=1, id2label={0: "value"}, label2id={"value": 0}, problem_type="regression")
+    assert isinstance(task_for_model(regression, tokenizer, TaskOptions()), RegressionTask)

@@ -1,10 +1,9 @@
-"""Fast attention backends and optimizers; each is tested against ``mdeberta.model.attention.reference_attention``.
+"""Fast attention backends; each is tested against ``mdeberta.model.attention.reference_attention``.
 
 * ``blocked`` (:mod:`.cpu_attention`): scores, c2p and p2c computed in cache-sized tiles; the CPU default.
 * ``sdpa`` (:mod:`.cpu_attention`): one additive bias + PyTorch's fused scaled-dot-product attention; any device.
 * ``triton`` (:mod:`.triton_attention`): a flash-attention style Triton kernel (forward and backward) that never
   materialises an L x L tensor; CUDA only (tested on CPU with ``TRITON_INTERPRET=1``).
-* :class:`.lazy_adamw.LazyAdamW`: AdamW that updates only the touched rows of large embeddings.
 
 ``select_backend`` is what the default backend "auto" uses. On a GPU the Triton kernel checks itself on its first
 use per (device, dtype, head size, dropout, packed): a small forward + backward against the SDPA path; an exception
@@ -135,3 +134,11 @@ def select_backend(query: torch.Tensor) -> Callable:
     if query.is_cuda and checked_triton is not None and os.environ.get("MDEBERTA_DISABLE_TRITON", "") != "1":
         return checked_triton
     return blocked_attention
+
+
+def auto_attention(query: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The default backend: the fastest exact one for ``query``'s device (:func:`select_backend`)."""
+    return select_backend(query)(query, *args, **kwargs)
+
+
+register_attention_backend("auto", auto_attention)

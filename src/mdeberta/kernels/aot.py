@@ -20,6 +20,12 @@ import tempfile
 from dataclasses import dataclass
 
 # Dynamic shared memory per block (bytes): A100 / RTX 30 / RTX 40 / H100.
+# Tiles of the interpreter and of the backward kernels (whose position-table gradients are scattered one key column
+# / query row of a tile at a time, so their cost grows with the tile's width).
+BLOCK = 16
+# Forward tiles tried on a GPU (rows, keys, warps, stages): d = 64 wants 64-128 query rows per program; the ones a
+# device and dtype cannot launch are pruned (prune_forward_configs).
+FORWARD_TILES = ((128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 3), (32, 32, 4, 2))
 SHARED_LIMITS = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
 MAX_REGISTERS = 255
 DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
@@ -97,7 +103,6 @@ def compile_variant(variant: Variant, capability: int = 90) -> Resources:
 
 
 def forward_variants(head_size: int = 64, dtypes=("fp32", "bf16", "fp16")) -> list[Variant]:
-    from mdeberta.kernels.triton_attention import FORWARD_TILES
 
     return [Variant("fwd", dt, head_size, bm, bn, w, st, dropout, varlen)
             for (bm, bn, w, st), dt, dropout, varlen in itertools.product(FORWARD_TILES, dtypes, (False, True),
@@ -105,7 +110,6 @@ def forward_variants(head_size: int = 64, dtypes=("fp32", "bf16", "fp16")) -> li
 
 
 def backward_variants(head_size: int = 64, dtypes=("fp32", "bf16", "fp16")) -> list[Variant]:
-    from mdeberta.kernels.triton_attention import BLOCK
 
     return [Variant(kernel, dt, head_size, BLOCK, BLOCK, 4, 1, dropout, varlen)
             for kernel, dt, dropout, varlen in itertools.product(("bwd_dq", "bwd_dkdv"), dtypes, (False, True),

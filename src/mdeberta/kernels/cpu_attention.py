@@ -23,8 +23,8 @@ Lq != Lk. With dropout the random mask differs from the reference's (same distri
 :func:`blocked_attention` (the CPU default, inference and training) computes the same scores tile by tile instead: a few
 (batch, head) pairs and a block of query rows at a time, sized so that the tile's scores, its c2p distance
 scores and its p2c slice stay in cache (``TILE_BYTES``). The L x L tensors of the whole batch never exist and
-each tile is read and written while it is hot; on one core this made the attention 1.15-5.4x faster than the
-SDPA bias path (``benchmarks/bench_backends.py``; numbers in BENCHMARKS.md).
+each tile is read and written while it is hot (its speed against the SDPA bias path: ``benchmarks/bench_backends.py``,
+numbers in BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -154,8 +154,8 @@ def sdpa_attention(
 
 
 # Working-set target of one tile of blocked_attention: scores + c2p distance scores + p2c slice (~3 x rows x L).
-# 4 MiB fits the per-core L2 + a share of L3 of current x86 server cores; 1-4 MiB measured alike, 16 MiB was 2.5x
-# slower at 8x128 bf16 (several batch rows per tile spill out of cache).
+# 4 MiB fits the per-core L2 + a share of L3 of current x86 server cores (larger tiles spill out of cache; the
+# sizes tried are in BENCHMARKS.md).
 TILE_BYTES = 4 << 20
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from mdeberta.kernels.aot import BLOCK, FORWARD_TILES, prune_forward_configs
 from mdeberta.kernels.cpu_attention import distance_slots, sdpa_attention
 from mdeberta.model.attention import PackedSequences
 
@@ -60,8 +61,6 @@ def _build_kernels() -> dict[str, Any]:
         _KERNELS.clear()
         fwd, tuned = module._fwd, False
         if key != "1":  # on a GPU the forward's tiles are autotuned per (length, head size); see FORWARD_TILES
-            from mdeberta.kernels.aot import prune_forward_configs
-
             fwd = triton.autotune(configs=[triton.Config({"BM": bm, "BN": bn}, num_warps=w, num_stages=st)
                                            for bm, bn, w, st in FORWARD_TILES], key=["L", "D"],
                                   prune_configs_by={"early_config_prune": prune_forward_configs})(module._fwd)
@@ -69,13 +68,6 @@ def _build_kernels() -> dict[str, Any]:
         _KERNELS[key] = {"fwd": fwd, "fwd_tuned": tuned, "bwd_dq": module._bwd_dq, "bwd_dkdv": module._bwd_dkdv,
                          "mask": module._dropout_mask, "cdiv": triton.cdiv}
     return _KERNELS[key]
-
-
-# Tiles of the interpreter and of the backward kernels (whose position-table gradients are scattered one key column
-# / query row of a tile at a time, so their cost grows with the tile's width).
-BLOCK = 16
-# Forward tiles tried on a GPU (rows, keys, warps, stages): d = 64 wants 64-128 query rows per program.
-FORWARD_TILES = ((128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 3), (32, 32, 4, 2))
 
 
 class _DisentangledFlash(torch.autograd.Function):

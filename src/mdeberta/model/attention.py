@@ -255,14 +255,10 @@ def reference_attention(
     return context, (probs if output_attentions else None)
 
 
-def auto_attention(query: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The default backend: the fastest exact one for ``query``'s device (see ``mdeberta.kernels.select_backend``)."""
-    from mdeberta.kernels import select_backend  # lazy: kernels import this module
-
-    return select_backend(query)(query, *args, **kwargs)
-
-
-ATTENTION_BACKENDS: dict[str, AttentionBackend] = {"reference": reference_attention, "auto": auto_attention}
+# The registry: "reference" here; ``mdeberta.kernels`` (imported by the model) registers the fast backends and the
+# default "auto". This module imports nothing of the package but the config, so both the model and the kernels
+# build on it without a cycle.
+ATTENTION_BACKENDS: dict[str, AttentionBackend] = {"reference": reference_attention}
 
 
 def register_attention_backend(name: str, fn: AttentionBackend) -> None:
@@ -270,8 +266,6 @@ def register_attention_backend(name: str, fn: AttentionBackend) -> None:
 
 
 def get_attention_backend(name: str) -> AttentionBackend:
-    if name not in ATTENTION_BACKENDS:
-        import mdeberta.kernels  # noqa: F401  (registers the fast backends)
     if name not in ATTENTION_BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; available: {sorted(ATTENTION_BACKENDS)}")
     return ATTENTION_BACKENDS[name]

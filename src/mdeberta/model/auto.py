@@ -33,6 +33,14 @@ def head_name(cls: type) -> str:
     return next(name for name, c in HEADS.items() if c is cls)
 
 
+def config_head(config: DebertaConfig) -> str | None:
+    """The head named by a config's "architectures" (what ``save_pretrained`` writes), or None."""
+    for arch in config.extra.get("architectures") or []:
+        if arch in _BY_ARCHITECTURE:
+            return head_name(_BY_ARCHITECTURE[arch])
+    return None
+
+
 def detect_head(config: DebertaConfig, keys: set[str]) -> type:
     """The model class a checkpoint was saved from: config "architectures" first, then its head keys."""
     for arch in config.extra.get("architectures") or []:
@@ -52,7 +60,8 @@ def detect_head(config: DebertaConfig, keys: set[str]) -> type:
 
 def load_detected(name_or_path: str | os.PathLike) -> Any:
     """The checkpoint as the class it was saved from (its head detected), in eval mode."""
-    from mdeberta.checkpoint import load_state_dict, resolve_model_dir
+    from mdeberta.checkpoint import load_state_dict
+    from mdeberta.hub import resolve_model_dir
 
     folder = resolve_model_dir(name_or_path)
     config = DebertaConfig.from_json_file(Path(folder) / "config.json")

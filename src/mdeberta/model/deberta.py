@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+import mdeberta.kernels  # noqa: F401  (registers the fast attention backends and the default "auto")
 from mdeberta.config import DebertaConfig
 from mdeberta.model.attention import PackedSequences, get_attention_backend, is_tracing
 from mdeberta.model.layers import DebertaEmbeddings, DebertaEncoder, init_weights, padding_mask_2d

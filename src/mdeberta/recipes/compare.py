@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mdeberta.checkpoint import atomic_save, atomic_write_text
 from mdeberta.data.nli import XNLI_LANGUAGES
 from mdeberta.errors import MdebertaError
+from mdeberta.files import atomic_save, atomic_write_text
 from mdeberta.recipes.evaluate import markdown_table
 
 logger = logging.getLogger("mdeberta.compare")

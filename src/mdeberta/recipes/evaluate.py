@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mdeberta.checkpoint import atomic_save, atomic_write_text
 from mdeberta.data.nli import LABELS, XNLI_LANGUAGES, NLIDataError, NLIExample, load_xnli, read_nli_file
+from mdeberta.files import atomic_save, atomic_write_text
 from mdeberta.tasks.base import add_text_task_arguments
 
 logger = logging.getLogger("mdeberta.evaluate")

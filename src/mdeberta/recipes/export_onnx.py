@@ -31,11 +31,12 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
           f"on random padded inputs (lengths 7-600), {report.seconds:.0f} s")
     if report.int8:
         line = "int8: model_int8.onnx (dynamic quantization of MatMul / Gemm weights)"
-        if "argmax_agreement" in report.int8:
-            r = report.int8
-            line += (f"; on {r['examples']} pairs of {r['check_file']}: argmax agreement with fp32 "
-                     f"{r['argmax_agreement']:.1f}%, accuracy fp32 {r['accuracy_fp32']:.1f}% / int8 "
-                     f"{r['accuracy_int8']:.1f}% ({r['accuracy_difference']:+.1f})")
+        if "metric" in report.int8:
+            r, m = report.int8, report.int8["metric"]
+            agreement = (f"argmax agreement with fp32 {r['argmax_agreement']:.1f}%, " if "argmax_agreement" in r
+                         else "")
+            line += (f"; on {r['examples']} examples of {r['check_file']} ({r['task']}): {agreement}{m} fp32 "
+                     f"{r[f'{m}_fp32']:.1f} / int8 {r[f'{m}_int8']:.1f} ({r[f'{m}_difference']:+.1f})")
         print(line)
     return 0
 
@@ -52,7 +53,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX Runtime - PyTorch| allowed (fp32)")
     p.add_argument("--int8", action="store_true", help="also write model_int8.onnx (dynamic int8 quantization)")
-    p.add_argument("--check-file", default=None, help="NLI file: int8 vs fp32 argmax agreement and accuracy")
-    p.add_argument("--check-examples", type=int, default=500, help="pairs of --check-file to score")
+    p.add_argument("--check-file", default=None, help="a file of the model's task (NLI pairs, labelled texts, ...): "
+                   "int8 vs fp32 agreement and scores")
+    p.add_argument("--check-examples", type=int, default=500, help="examples of --check-file to score")
     p.add_argument("--max-length", type=int, default=256, help="truncation for --check-file")
     p.set_defaults(func=cmd_export_onnx)

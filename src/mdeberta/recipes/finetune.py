@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from mdeberta.checkpoint import atomic_write_text
 from mdeberta.config import PRESETS
 from mdeberta.errors import MdebertaError, UsageError
+from mdeberta.files import atomic_write_text
 from mdeberta.tasks import TASKS, LengthGroupedBatches, training_accuracy
 from mdeberta.tasks.base import add_text_task_arguments
 from mdeberta.tasks.nli import load_model_for_nli

@@ -364,7 +364,7 @@ def export_checkpoint(run_dir: str | Path, step: int | None, output: str | Path,
     """Rebuild the run's model from ``run_config.json``, load one checkpoint's weights and export HF folders."""
     import shutil
 
-    from mdeberta.checkpoint import CheckpointError
+    from mdeberta.errors import CheckpointError
     from mdeberta.outputs import check_output_folder, replace_folder
     from mdeberta.tokenizer import DebertaTokenizer
     from mdeberta.train.checkpointing import checkpoint_dir, load_latest_checkpoint, seed_everything

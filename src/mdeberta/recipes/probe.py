@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
-from mdeberta.checkpoint import CheckpointError, atomic_write_text
 from mdeberta.data.nli import LABELS, NLIDataError, collate, encode_examples, load_nli
+from mdeberta.errors import CheckpointError
+from mdeberta.files import atomic_write_text
 
 logger = logging.getLogger("mdeberta.probe")
 
@@ -51,15 +52,20 @@ def load_backbone(model: str, tokenizer: Any, random_init: bool = False, seed: i
 def pooled_features(backbone: Any, features: list[dict[str, Any]], batch_size: int = 64,
                     pad_token_id: int = 0) -> torch.Tensor:
     """(N, layers + 1, hidden) mean-pooled vectors of every layer, in the order of ``features``."""
-    backbone.eval()
-    out = []
-    for start in range(0, len(features), batch_size):
-        batch = collate(features[start:start + batch_size], pad_token_id)
-        mask = batch["attention_mask"]
-        states = backbone(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=True).hidden_states
+    from mdeberta.tasks.base import run_batches
+
+    def pooled(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = inputs["attention_mask"]
+        states = model(input_ids=inputs["input_ids"], attention_mask=mask, output_hidden_states=True).hidden_states
         weights = (mask / mask.sum(1, keepdim=True)).unsqueeze(-1).float()
-        out.append(torch.stack([(h.float() * weights).sum(1) for h in states], dim=1))
-    return torch.cat(out)
+        return torch.stack([(h.float() * weights).sum(1) for h in states], dim=1)
+
+    out: torch.Tensor | None = None
+    for idx, vectors in run_batches(backbone, features, collate, batch_size, pad_token_id, forward=pooled):
+        if out is None:
+            out = torch.empty((len(features), *vectors.shape[1:]))
+        out[torch.tensor(idx)] = vectors.cpu()
+    return out
 
 
 def logistic_regression(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-3, max_iter: int = 200) -> torch.nn.Linear:

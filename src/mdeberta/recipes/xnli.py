@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mdeberta.checkpoint import CheckpointError, atomic_write_text
 from mdeberta.data.nli import NLIDataError, is_hub_name, load_xnli
+from mdeberta.errors import CheckpointError
+from mdeberta.files import atomic_write_text
 from mdeberta.recipes.evaluate import add_eval_arguments, evaluate_xnli, write_xnli_report
 from mdeberta.recipes.finetune import add_finetune_arguments, finetune
 

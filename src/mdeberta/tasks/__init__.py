@@ -24,4 +24,30 @@ def make_task(name: str, options: TaskOptions, tokenizer: Any) -> Task:
     return TASKS[name](options, tokenizer)
 
 
-__all__ = ["TASKS", "LengthGroupedBatches", "Task", "TaskOptions", "make_task", "run_batches", "training_accuracy"]
+def task_for_model(config: Any, tokenizer: Any, options: TaskOptions | None = None, head: str | None = None
+                   ) -> Task:
+    """The task a trained model does, read from its config: the head (``architectures``, or the ONNX export's),
+    then for a sequence classifier NLI when its labels are entailment / neutral / contradiction, regression with
+    one output, else text classification with its own labels. ``head`` overrides (an ONNX export records it)."""
+    from mdeberta.data.nli import LABELS
+    from mdeberta.model.auto import config_head
+
+    options = options or TaskOptions()
+    head = head or config_head(config)
+    if head == "sequence-classification":
+        names = sorted(str(config.id2label[i]).lower() for i in range(config.num_labels))
+        if config.problem_type == "regression" or config.num_labels == 1:
+            return RegressionTask.for_model(config, tokenizer, options)
+        if names == sorted(LABELS) or (config.num_labels == 3 and all(n.startswith("label_") for n in names)):
+            return NLITask(options, tokenizer)
+        return TextClassificationTask.for_model(config, tokenizer, options)
+    by_head = {"token-classification": TokenClassificationTask, "question-answering": QuestionAnsweringTask,
+               "multiple-choice": MultipleChoiceTask}
+    if head not in by_head:
+        raise ValueError(f"a {head or 'headless'} model has no fine-tuning task (heads with one: "
+                         f"sequence-classification, {', '.join(by_head)})")
+    return by_head[head](options, tokenizer)
+
+
+__all__ = ["TASKS", "LengthGroupedBatches", "Task", "TaskOptions", "make_task", "run_batches", "task_for_model",
+           "training_accuracy"]

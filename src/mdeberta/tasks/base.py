@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from mdeberta.checkpoint import CheckpointError
 from mdeberta.config import PRESETS, DebertaConfig, preset
 from mdeberta.data.nli import collate, length_grouped_batches, shard_batches
+from mdeberta.errors import CheckpointError
 
 logger = logging.getLogger("mdeberta.tasks")
 
@@ -182,11 +182,12 @@ def model_device(model: Any) -> torch.device:
 def run_batches(
     model: Any, features: Sequence[dict[str, Any]], collate_fn: Callable[..., dict[str, torch.Tensor]],
     batch_size: int = 64, pad_token_id: int = 0, *, bf16: bool = False, progress: bool = False,
-    desc: str = "predict",
+    desc: str = "predict", forward: Callable[[Any, dict[str, torch.Tensor]], Any] | None = None,
 ) -> Iterator[tuple[list[int], Any]]:
     """The one batched-inference loop: ``(indices, outputs)`` per batch of ``features`` taken in order of length
     (little padding), the model in eval mode (its mode restored after). Works for PyTorch models and
-    :class:`mdeberta.serving.OnnxModel` alike; only the model inputs of a collated batch are passed."""
+    :class:`mdeberta.serving.OnnxModel` alike; only the model inputs of a collated batch are passed, to
+    ``forward(model, inputs)`` when given (e.g. to ask for hidden states), else ``model(**inputs)``."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     order = sorted(range(len(features)), key=lambda i: _length(features[i]))
@@ -204,7 +205,7 @@ def run_batches(
             batch = collate_fn([features[i] for i in idx], pad_token_id)
             inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                yield idx, model(**inputs)
+                yield idx, forward(model, inputs) if forward is not None else model(**inputs)
     finally:
         model.train(was_training)
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from mdeberta.checkpoint import CheckpointError
 from mdeberta.config import PRESETS, DebertaConfig, preset
 from mdeberta.data.nli import (
     ID2LABEL,
@@ -27,6 +26,7 @@ from mdeberta.data.nli import (
     load_nli,
     read_nli_file,
 )
+from mdeberta.errors import CheckpointError
 from mdeberta.tasks.base import Task, check_vocab, run_batches
 
 logger = logging.getLogger("mdeberta.finetune")

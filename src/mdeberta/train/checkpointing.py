@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mdeberta.checkpoint import CheckpointError, atomic_torch_save
+from mdeberta.errors import CheckpointError
+from mdeberta.files import atomic_torch_save
 
 logger = logging.getLogger("mdeberta.train")
 

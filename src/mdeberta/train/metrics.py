@@ -23,7 +23,7 @@ class MetricsLogger:
         fresh run, step 0, starts an empty log)."""
         if not self.path.exists():
             return
-        from mdeberta.checkpoint import atomic_write_text
+        from mdeberta.files import atomic_write_text
 
         kept = []
         for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):

@@ -107,7 +107,7 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """AdamW over :func:`param_groups`.
 
-    ``embedding_update="lazy"`` uses ``mdeberta.kernels.lazy_adamw.LazyAdamW`` (same constructor as
+    ``embedding_update="lazy"`` uses ``mdeberta.train.lazy_adamw.LazyAdamW`` (same constructor as
     ``torch.optim.AdamW``), which updates only the embedding rows a batch touched: with a 250K vocabulary
     this is most of the optimizer's time. ``layerwise_lr_decay`` / ``num_layers``: see :func:`param_groups`.
     """
@@ -118,10 +118,10 @@ def build_optimizer(
     groups = param_groups(model, lr, weight_decay, lr_by_prefix, layerwise_lr_decay, num_layers)
     if embedding_update == "lazy":
         try:
-            from mdeberta.kernels.lazy_adamw import LazyAdamW
+            from mdeberta.train.lazy_adamw import LazyAdamW
         except ImportError as e:
             raise ImportError(
-                "embedding_update='lazy' needs mdeberta.kernels.lazy_adamw.LazyAdamW, which could not be imported "
+                "embedding_update='lazy' needs mdeberta.train.lazy_adamw.LazyAdamW, which could not be imported "
                 f"({e}); use embedding_update='dense'"
             ) from e
         return LazyAdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdeberta.checkpoint import atomic_write_text
 from mdeberta.errors import MdebertaError
+from mdeberta.files import atomic_write_text
 from mdeberta.outputs import OutputPathError, SetAside, check_output_folder
 from mdeberta.train.checkpointing import list_checkpoints
 

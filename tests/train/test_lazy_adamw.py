@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mdeberta.kernels.lazy_adamw import LazyAdamW
+from mdeberta.train.lazy_adamw import LazyAdamW
 
 KW = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
 
