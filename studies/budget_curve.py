@@ -43,7 +43,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
     corpus = shared / "data" / "corpus_en"
     blimp = shared / "data" / "blimp" / "blimp.jsonl.gz"
     tok = out / "tokenizer"
-    jobs = [Job("tokenizer", mdeberta("tokenizer", "train", "--input", str(corpus), "--output", str(tok),
+    jobs = [Job("tokenizer", mdeberta("tokenizer", "train", "--input", str(corpus), "--output-dir", str(tok),
                                       "--vocab-size", "8000", "--input-sentence-size", "300000", "--num-threads",
                                       "1"), tok / "spm.model"),
             Job("ngram", mdeberta("ngram", "train", "--input", str(corpus), "--order", "5", "--output",
@@ -60,7 +60,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
             jobs.append(Job(f"{objective}/pretrain", mdeberta(
                 "pretrain", "--data", str(corpus), "--tokenizer", "tokenizer", "--model-preset", a.preset,
                 "--max-steps", str(a.steps), "--batch-size", "32", "--max-seq-length", "128", "--precision",
-                a.precision, "--seed", "42", *OBJECTIVES[objective], "--output", objective, "--num-workers", "0",
+                a.precision, "--seed", "42", *OBJECTIVES[objective], "--output-dir", objective, "--num-workers", "0",
                 "--log-every", "64", "--save-every", "256", "--keep-last", "0", "--no-progress", *resume),
                 run / "export" / parts_of(objective)[-1] / "config.json", ["tokenizer"], cwd=out))
         for step in BUDGET_STEPS:
@@ -69,7 +69,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
             export = out / "exports" / objective / f"step-{step}"
             deps = [] if step else ["tokenizer"]
             jobs.append(Job(f"{objective}/step-{step}/export", mdeberta(
-                "export-checkpoint", str(run), "--step", str(step), "--output", str(export), "--overwrite"),
+                "export-checkpoint", str(run), "--step", str(step), "--output-dir", str(export), "--overwrite"),
                 export / "tokenizer" / "spm.model", deps))
             for part in parts_of(objective):
                 target = out / "blimp" / objective / f"step-{step}" / part

@@ -65,7 +65,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
         root = out / corpus
         tok = root / "tokenizer"
         jobs.append(Job(f"{corpus}/tokenizer", mdeberta(
-            "tokenizer", "train", "--input", str(data), "--output", str(tok), "--vocab-size", str(vocab),
+            "tokenizer", "train", "--input", str(data), "--output-dir", str(tok), "--vocab-size", str(vocab),
             "--input-sentence-size", "300000", "--num-threads", "1"), tok / "spm.model"))
         common = ["--data", str(data), "--tokenizer", str(tok), "--model-preset", a.preset, "--max-steps",
                   str(a.steps), "--batch-size", str(a.batch_size), "--max-seq-length", str(a.max_seq_length),
@@ -82,7 +82,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
             else:
                 extra = (["--objective", "mlm"] if objective == "mlm" else ["--embedding-sharing", objective])
                 resume = ["--resume"]  # continues an interrupted run, or starts it
-                cmd = mdeberta("pretrain", *common, *extra, *device, "--output", str(run), "--num-workers", "0",
+                cmd = mdeberta("pretrain", *common, *extra, *device, "--output-dir", str(run), "--num-workers", "0",
                                "--log-every", "50", "--save-every", "500", "--no-progress", *resume)
                 sub = "model" if objective == "mlm" else "discriminator"
                 models[objective] = str(run / "export" / sub)

@@ -38,7 +38,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
             continue
         export = out / "models" / f"gdes-{step}"
         jobs.append(Job(f"export-{step}", mdeberta("export-checkpoint", str(budget / "gdes"), "--step", str(step),
-                                                   "--output", str(export), "--overwrite"),
+                                                   "--output-dir", str(export), "--overwrite"),
                         export / "discriminator" / "config.json"))
         arms[f"gdes-{step}"] = (["--model", str(export / "discriminator")], [f"export-{step}"])
     tests = [f"{lang}={sib}/test.{lang}.tsv.gz" for lang in LANGUAGES]

@@ -44,9 +44,9 @@ fsdp_part() {  # a synthetic corpus and tokenizer (no ../shared on the device), 
     python3 -c "
 import random; r = random.Random(0); words = [''.join(r.choice('abcdefghij') for _ in range(r.randint(2, 6))) for _ in range(300)]
 open('$dir/corpus/en.txt', 'w').write('\n'.join(' '.join(r.choice(words) for _ in range(r.randint(5, 40))) for _ in range(3000)) + '\n')"
-    python3 -m mdeberta tokenizer train --input "$dir/corpus" --output "$dir/tok" --vocab-size 200 --num-threads 1 \
+    python3 -m mdeberta tokenizer train --input "$dir/corpus" --output-dir "$dir/tok" --vocab-size 200 --num-threads 1 \
         && python3 -m torch.distributed.run --nproc_per_node 1 --standalone -m mdeberta -v pretrain \
-            --data "$dir/corpus" --tokenizer "$dir/tok" --output "$dir/run" --model-preset deberta-v3-micro \
+            --data "$dir/corpus" --tokenizer "$dir/tok" --output-dir "$dir/run" --model-preset deberta-v3-micro \
             --max-seq-length 128 --batch-size 16 --max-steps 20 --log-every 5 --health-every 10 --num-workers 0 \
             --no-progress --distributed fsdp --precision "$1" \
         && ls "$dir/run/export/discriminator/model.safetensors"

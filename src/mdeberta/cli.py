@@ -67,15 +67,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser | None:
+    """The (sub)parser of the command ``argv`` names (``tokenizer train`` -> its nested parser), or None."""
+    found = None
+    for token in argv:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or token not in sub.choices:
+            if token.startswith("-") or found is None:
+                continue
+            break
+        parser = found = sub.choices[token]
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from mdeberta.arguments import apply_config, check_required, read_config_file, split_config
+    from mdeberta.errors import MdebertaError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
     parser = build_parser()
+    argv, config_file = split_config(list(sys.argv[1:] if argv is None else argv))
+    command = command_parser(parser, argv)
+    if config_file is not None:
+        try:
+            if command is None:
+                raise MdebertaError(f"--config {config_file}: name a command (mdeberta COMMAND --config FILE)")
+            values = read_config_file(config_file)
+            if command.prog.endswith(" pretrain") and "hidden_size" in values:  # the old meaning: a model config
+                logging.getLogger("mdeberta").warning("pretrain --config CONFIG.JSON is deprecated; use "
+                                                      "--model-config (--config is a run's YAML / JSON of flags)")
+                argv += ["--model-config", config_file]
+            else:
+                apply_config(command, values, config_file)
+        except MdebertaError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from mdeberta.errors import MdebertaError
+    check_required(command or parser, args)
 
     try:
         return int(args.func(args) or 0)

@@ -744,7 +744,7 @@ def _train_command(args: argparse.Namespace) -> int:
     try:
         folder = train_tokenizer(
             args.input,
-            args.output,
+            args.output_dir,
             args.vocab_size,
             character_coverage=args.character_coverage,
             byte_fallback=args.byte_fallback,
@@ -777,7 +777,11 @@ def add_tokenizer_cli(subparsers: Any) -> None:
         required=True,
         help="text files (.txt or .txt.gz, one sentence per line) or folders of them",
     )
-    train.add_argument("--output", required=True, help="folder to write spm.model and tokenizer configs to")
+    output = train.add_argument("--output-dir", required=True,
+                                help="folder to write spm.model and tokenizer configs to")
+    from mdeberta.arguments import add_alias
+
+    add_alias(train, "--output", output)
     train.add_argument("--vocab-size", type=int, default=32000)
     train.add_argument("--character-coverage", type=float, default=0.9995)
     train.add_argument("--byte-fallback", action="store_true", help="encode unknown characters as bytes")

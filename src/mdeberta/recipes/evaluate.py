@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mdeberta.arguments import add_alias
 from mdeberta.data.nli import LABELS, XNLI_LANGUAGES, NLIDataError, NLIExample, load_xnli, read_nli_file
 from mdeberta.files import atomic_save, atomic_write_text
 from mdeberta.tasks.base import add_text_task_arguments
@@ -446,7 +447,8 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         data = {"all": [NLIExample(e.premise, e.hypothesis, e.label, "all", e.index) for e in examples]}
     check_input_form(args.model, {str(args.eval_file[0]) if args.task == "nli" else k: v for k, v in data.items()})
     start = time.perf_counter()
-    results, records = evaluate_xnli(model, tokenizer, data, args.eval_batch_size, args.max_seq_length, args.bf16)
+    results, records = evaluate_xnli(model, tokenizer, data, args.eval_batch_size, args.max_seq_length,
+                                      args.precision == "bf16")
     results["eval_seconds"] = round(time.perf_counter() - start, 1)
     output_dir = args.output_dir
     if args.task == "xnli":
@@ -470,7 +472,9 @@ def add_eval_arguments(p: argparse.ArgumentParser, standalone: bool = True) -> N
     if standalone:
         p.add_argument("--eval-batch-size", type=int, default=64)
         p.add_argument("--max-seq-length", type=int, default=256, help="pairs are truncated longest-first to this")
-        p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
+        precision = p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                                   help="bf16: bfloat16 autocast (GPU; on this project's AVX2 CPUs it is slower)")
+        add_alias(p, "--bf16", precision, const="bf16")
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from mdeberta.arguments import add_alias
 from mdeberta.serving import HEAD_OUTPUTS
 
 logger = logging.getLogger("mdeberta.export")
@@ -23,7 +24,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     try:
         report = export_onnx(args.src, args.dst, head=args.head, opset=args.opset, tolerance=args.tolerance,
                              int8=args.int8, check_file=args.check_file, check_examples=args.check_examples,
-                             max_length=args.max_length, overwrite=args.overwrite)
+                             max_length=args.max_seq_length, overwrite=args.overwrite)
     except ExportError as e:
         logger.error("%s", e)
         return 2
@@ -56,5 +57,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--check-file", default=None, help="a file of the model's task (NLI pairs, labelled texts, ...): "
                    "int8 vs fp32 agreement and scores")
     p.add_argument("--check-examples", type=int, default=500, help="examples of --check-file to score")
-    p.add_argument("--max-length", type=int, default=256, help="truncation for --check-file")
+    length = p.add_argument("--max-seq-length", type=int, default=256, help="truncation for --check-file")
+    add_alias(p, "--max-length", length)
     p.set_defaults(func=cmd_export_onnx)

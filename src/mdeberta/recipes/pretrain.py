@@ -2,7 +2,7 @@
 
 The same command runs as one process or as N under torchrun::
 
-    mdeberta pretrain --data corpus/ --tokenizer tok/ --output runs/tiny --model-preset deberta-v3-tiny
+    mdeberta pretrain --data corpus/ --tokenizer tok/ --output-dir runs/tiny --model-preset deberta-v3-tiny
     torchrun --nproc_per_node 8 -m mdeberta pretrain ... --distributed ddp
 
 Outputs: ``metrics.jsonl``, ``metrics.png``, ``checkpoints/step-*.pt`` (``--resume`` continues exactly) and
@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mdeberta.arguments import add_alias
 from mdeberta.config import PRESETS, DebertaConfig, preset
 from mdeberta.data.text import ShuffleConfig
 from mdeberta.errors import UsageError
@@ -58,7 +59,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="places of each language's files read at once, so a window mixes the whole corpus")
     m = p.add_argument_group("model")
     m.add_argument("--model-preset", default="deberta-v3-tiny", choices=sorted(PRESETS))
-    m.add_argument("--config", default=None, help="config.json (overrides --model-preset)")
+    m.add_argument("--model-config", default=None, help="config.json (overrides --model-preset); `--config "
+                   "config.json` is the deprecated spelling (--config is a run's YAML / JSON of flags)")
     m.add_argument("--objective", choices=["rtd", "mlm"], default="rtd")
     m.add_argument("--generator-layers", type=int, default=None, help="default: half the discriminator's")
     m.add_argument("--embedding-sharing", choices=["gdes", "es", "none"], default="gdes")
@@ -73,12 +75,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--init-discriminator", default=None, help="continue from an HF folder / hub id")
     m.add_argument("--init-generator", default=None, help="generator HF folder (DebertaV2ForMaskedLM)")
     t = p.add_argument_group("training")
-    t.add_argument("--output", required=True)
+    output = t.add_argument("--output-dir", required=True, help="the run folder (checkpoints, metrics, export)")
+    add_alias(p, "--output", output)
     t.add_argument("--resume", action="store_true",
-                   help="continue the run in --output from its newest readable checkpoint (the arguments must be the "
-                        "run's; with no checkpoint yet the run starts)")
+                   help="continue the run in --output-dir from its newest readable checkpoint (the arguments must be "
+                        "the run's; with no checkpoint yet the run starts)")
     t.add_argument("--overwrite", action="store_true",
-                   help="replace a non-empty --output folder (set aside, deleted once this run finishes)")
+                   help="replace a non-empty --output-dir (set aside, deleted once this run finishes)")
     t.add_argument("--max-steps", type=int, default=1000)
     t.add_argument("--stop-after", type=int, default=None,
                    help="end this invocation after this step (checkpoint saved); --resume continues the run")
@@ -121,8 +124,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--step", type=int, default=None,
                    help="the checkpoint's step (default: the newest; 0: the run's initial weights, rebuilt from its "
                         "seed: the random-init baseline of the same run)")
-    e.add_argument("--output", required=True, help="folder for the HF folders")
-    e.add_argument("--overwrite", action="store_true", help="replace an existing --output (renamed aside first)")
+    exported = e.add_argument("--output-dir", required=True, help="folder for the HF folders")
+    add_alias(e, "--output", exported)
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir (renamed aside first)")
     e.set_defaults(func=run_export_checkpoint)
 
     q = subparsers.add_parser("plot", help="PNG of the training curves in RUN_DIR/metrics.jsonl")
@@ -169,7 +173,7 @@ def learning_rate(args: argparse.Namespace) -> float:
     """--lr, else the preset's rate (PRETRAINING_LR), else 5e-4 for a --config."""
     if args.lr is not None:
         return args.lr
-    return 5e-4 if args.config else PRETRAINING_LR[args.model_preset]
+    return 5e-4 if args.model_config else PRETRAINING_LR[args.model_preset]
 
 
 def warmup_steps(args: argparse.Namespace) -> int:
@@ -183,7 +187,7 @@ def warmup_steps(args: argparse.Namespace) -> int:
 
 def model_config(args: argparse.Namespace, vocab_size: int) -> DebertaConfig:
     """The discriminator's (or MLM model's) config; its vocabulary is the tokenizer's."""
-    config = DebertaConfig.from_json_file(args.config) if args.config else preset(args.model_preset)
+    config = DebertaConfig.from_json_file(args.model_config) if args.model_config else preset(args.model_preset)
     config = config.replace(vocab_size=vocab_size)
     needs_positions = config.position_biased_input or (args.objective == "rtd" and config.relative_attention)
     if needs_positions and args.max_seq_length > config.max_position_embeddings:
@@ -405,7 +409,7 @@ def export_checkpoint(run_dir: str | Path, step: int | None, output: str | Path,
 
 
 def run_export_checkpoint(args: argparse.Namespace) -> int:
-    print(export_checkpoint(args.run_dir, args.step, args.output, args.overwrite))
+    print(export_checkpoint(args.run_dir, args.step, args.output_dir, args.overwrite))
     return 0
 
 
@@ -421,15 +425,15 @@ def run_pretraining(args: argparse.Namespace) -> int:
 
     check_arguments(args)
     env = init_distributed(args.device)
-    out = Path(args.output)
+    out = Path(args.output_dir)
     if args.num_workers == "auto" and args.resume and (out / RUN_CONFIG).exists():
         # The data stream depends on the number of workers: a resumed run keeps the count it measured.
         args.num_workers = int(json.loads((out / RUN_CONFIG).read_text())["num_workers"])
     try:
         sources = [d.rsplit("=", 1)[0] if "=" in d and not Path(d).exists() else d for d in args.data]
-        folder = prepare_run_folder(args, out, flag="--output", safe=RESUME_SAFE, is_main=env.is_main,
+        folder = prepare_run_folder(args, out, flag="--output-dir", safe=RESUME_SAFE, is_main=env.is_main,
                                     sources=[*sources, args.tokenizer, args.init_discriminator, args.init_generator,
-                                             args.config])
+                                             args.model_config])
         if args.num_workers == "auto":
             parts = build(args, env)  # measures, then sets args.num_workers
             threads = configure_cpu_threads(env, args.num_workers)
