@@ -70,54 +70,107 @@ def _build_kernels() -> dict[str, Any]:
     return _KERNELS[key]
 
 
-class _DisentangledFlash(torch.autograd.Function):
+# The kernels as PyTorch custom operators (``torch.ops.mdeberta.flash_forward`` / ``flash_backward``), with fake
+# (meta) implementations that give the output shapes without running anything: ``torch.compile`` then keeps the
+# kernel as one opaque node instead of breaking the graph at it, and autograd is registered on the forward op.
+_FORWARD_SCHEMA = ("(Tensor q, Tensor k, Tensor v, Tensor c2p, Tensor p2c, Tensor dist, Tensor? tokens, "
+                   "Tensor? cu_seqlens, int max_seqlen, float scale, float dropout_p, int seed) -> (Tensor, Tensor)")
+_BACKWARD_SCHEMA = ("(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor c2p, Tensor p2c, Tensor dist, "
+                    "Tensor? tokens, Tensor? cu_seqlens, Tensor out, Tensor lse, int max_seqlen, float scale, "
+                    "float dropout_p, int seed) -> (Tensor, Tensor, Tensor, Tensor, Tensor)")
+
+
+def _pointers(tokens: torch.Tensor | None, cu_seqlens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, cu) as the kernels take them: each mode's unused pointer is any tensor on the device."""
+    if cu_seqlens is not None:
+        return cu_seqlens, cu_seqlens
+    return tokens, tokens
+
+
+@torch.library.custom_op("mdeberta::flash_forward", mutates_args=(), schema=_FORWARD_SCHEMA)
+def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c2p: torch.Tensor, p2c: torch.Tensor,
+                  dist: torch.Tensor, tokens: torch.Tensor | None, cu_seqlens: torch.Tensor | None, max_seqlen: int,
+                  scale: float, dropout_p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """q, k, v (B, H, T, d). Padded: ``tokens`` (B, T) marks the real tokens. Packed (B = 1): ``cu_seqlens``
-    (N + 1,) int32 marks the sequences, the grid has one program row per (sequence, head)."""
+    (N + 1,) int32 marks the sequences, the grid has one program row per (sequence, head). Returns the output and
+    the row log-sum-exp the backward needs."""
+    kern = _build_kernels()
+    b, h, length, d = q.shape
+    rows = c2p.shape[-1]
+    varlen = cu_seqlens is not None
+    programs = (cu_seqlens.numel() - 1 if varlen else b) * h
+    longest = max_seqlen if varlen else length
+    tok, cu = _pointers(tokens, cu_seqlens)
+    out = torch.empty_like(q) if not varlen else torch.zeros_like(q)
+    lse = torch.zeros(b, h, length, dtype=torch.float32, device=q.device)
+    flags = dict(D=d, DROPOUT=dropout_p > 0.0, VARLEN=varlen)
+    if kern["fwd_tuned"]:
+        grid = lambda meta: (kern["cdiv"](longest, meta["BM"]), programs)  # noqa: E731
+        kern["fwd"][grid](q, k, v, c2p, p2c, dist, tok, cu, out, lse, h, length, rows, scale, seed, dropout_p,
+                          **flags)
+    else:
+        grid = (kern["cdiv"](longest, BLOCK), programs)
+        kern["fwd"][grid](q, k, v, c2p, p2c, dist, tok, cu, out, lse, h, length, rows, scale, seed, dropout_p,
+                          BM=BLOCK, BN=BLOCK, **flags)
+    return out, lse
 
-    @staticmethod
-    def forward(ctx, q, k, v, c2p, p2c, dist, tokens, cu_seqlens, max_seqlen, scale, dropout_p,  # type: ignore[override]
-                seed):
-        kern = _build_kernels()
-        b, h, length, d = q.shape
-        rows = c2p.shape[-1]
-        varlen = cu_seqlens is not None
-        programs = (cu_seqlens.numel() - 1 if varlen else b) * h
-        longest = max_seqlen if varlen else length
-        cu = cu_seqlens if varlen else tokens  # the unused pointer of each mode: any tensor on the device
-        tokens = tokens if not varlen else cu_seqlens
-        out = torch.empty_like(q) if not varlen else torch.zeros_like(q)
-        lse = torch.zeros(b, h, length, dtype=torch.float32, device=q.device)
-        flags = dict(D=d, DROPOUT=dropout_p > 0.0, VARLEN=varlen)
-        if kern["fwd_tuned"]:
-            grid = lambda meta: (kern["cdiv"](longest, meta["BM"]), programs)  # noqa: E731
-            kern["fwd"][grid](q, k, v, c2p, p2c, dist, tokens, cu, out, lse, h, length, rows, scale, seed, dropout_p,
-                              **flags)
-        else:
-            grid = (kern["cdiv"](longest, BLOCK), programs)
-            kern["fwd"][grid](q, k, v, c2p, p2c, dist, tokens, cu, out, lse, h, length, rows, scale, seed, dropout_p,
-                              BM=BLOCK, BN=BLOCK, **flags)
-        ctx.save_for_backward(q, k, v, c2p, p2c, dist, tokens, cu, out, lse)
-        ctx.scale, ctx.dropout_p, ctx.seed = scale, dropout_p, seed
-        ctx.varlen, ctx.programs, ctx.longest = varlen, programs, longest
-        return out
 
-    @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        kern = _build_kernels()
-        q, k, v, c2p, p2c, dist, tokens, cu, out, lse = ctx.saved_tensors
-        b, h, length, d = q.shape
-        rows = c2p.shape[-1]
-        grad_out = grad_out.contiguous()
-        delta = (grad_out.float() * out.float()).sum(-1).contiguous()
-        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        dc2p, dp2c = torch.zeros_like(c2p), torch.zeros_like(p2c)
-        grid = (kern["cdiv"](ctx.longest, BLOCK), ctx.programs)
-        flags = dict(D=d, BM=BLOCK, BN=BLOCK, DROPOUT=ctx.dropout_p > 0.0, VARLEN=ctx.varlen)
-        kern["bwd_dq"][grid](q, k, v, c2p, p2c, dist, tokens, cu, grad_out, lse, delta, dq, dc2p, h, length, rows,
-                             ctx.scale, ctx.seed, ctx.dropout_p, **flags)
-        kern["bwd_dkdv"][grid](q, k, v, c2p, p2c, dist, tokens, cu, grad_out, lse, delta, dk, dv, dp2c, h, length,
-                               rows, ctx.scale, ctx.seed, ctx.dropout_p, **flags)
-        return dq, dk, dv, dc2p, dp2c, None, None, None, None, None, None, None
+@flash_forward.register_fake
+def _(q, k, v, c2p, p2c, dist, tokens, cu_seqlens, max_seqlen, scale, dropout_p, seed):
+    b, h, length, _ = q.shape
+    return torch.empty_like(q), q.new_empty((b, h, length), dtype=torch.float32)
+
+
+@torch.library.custom_op("mdeberta::flash_backward", mutates_args=(), schema=_BACKWARD_SCHEMA)
+def flash_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c2p: torch.Tensor,
+                   p2c: torch.Tensor, dist: torch.Tensor, tokens: torch.Tensor | None,
+                   cu_seqlens: torch.Tensor | None, out: torch.Tensor, lse: torch.Tensor, max_seqlen: int,
+                   scale: float, dropout_p: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """Gradients of q, k, v and of the two position-score tables (c2p, p2c)."""
+    kern = _build_kernels()
+    b, h, length, d = q.shape
+    rows = c2p.shape[-1]
+    varlen = cu_seqlens is not None
+    programs = (cu_seqlens.numel() - 1 if varlen else b) * h
+    tok, cu = _pointers(tokens, cu_seqlens)
+    grad_out = grad_out.contiguous()
+    delta = (grad_out.float() * out.float()).sum(-1).contiguous()
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    dc2p, dp2c = torch.zeros_like(c2p), torch.zeros_like(p2c)
+    grid = (kern["cdiv"](max_seqlen if varlen else length, BLOCK), programs)
+    flags = dict(D=d, BM=BLOCK, BN=BLOCK, DROPOUT=dropout_p > 0.0, VARLEN=varlen)
+    kern["bwd_dq"][grid](q, k, v, c2p, p2c, dist, tok, cu, grad_out, lse, delta, dq, dc2p, h, length, rows,
+                         scale, seed, dropout_p, **flags)
+    kern["bwd_dkdv"][grid](q, k, v, c2p, p2c, dist, tok, cu, grad_out, lse, delta, dk, dv, dp2c, h, length,
+                           rows, scale, seed, dropout_p, **flags)
+    return dq, dk, dv, dc2p, dp2c
+
+
+@flash_backward.register_fake
+def _(grad_out, q, k, v, c2p, p2c, dist, tokens, cu_seqlens, out, lse, max_seqlen, scale, dropout_p, seed):
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(c2p),
+            torch.empty_like(p2c))
+
+
+def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+    q, k, v, c2p, p2c, dist, tokens, cu_seqlens, max_seqlen, scale, dropout_p, seed = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, c2p, p2c, dist, out, lse,
+                          *(t for t in (tokens, cu_seqlens) if t is not None))
+    ctx.has = (tokens is not None, cu_seqlens is not None)
+    ctx.max_seqlen, ctx.scale, ctx.dropout_p, ctx.seed = max_seqlen, scale, dropout_p, seed
+
+
+def _backward(ctx: Any, grad_out: torch.Tensor, grad_lse: torch.Tensor | None) -> tuple:
+    q, k, v, c2p, p2c, dist, out, lse, *rest = ctx.saved_tensors
+    tokens = rest.pop(0) if ctx.has[0] else None
+    cu_seqlens = rest.pop(0) if ctx.has[1] else None
+    grads = flash_backward(grad_out, q, k, v, c2p, p2c, dist, tokens, cu_seqlens, out, lse, ctx.max_seqlen,
+                           ctx.scale, ctx.dropout_p, ctx.seed)
+    return (*grads, None, None, None, None, None, None, None)
+
+
+flash_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
 def dropout_keep_mask(seed: int, batch: int, heads: int, length: int, dropout_p: float,
@@ -187,10 +240,10 @@ def flash_attention(
     if dropout_p > 0.0 and seed is None:
         seed = new_dropout_seed()
     cu = packed.cu_seqlens.to(device=device, dtype=torch.int32).contiguous() if packed is not None else None
-    out = _DisentangledFlash.apply(
+    out, _ = flash_forward(
         query.contiguous(), key.contiguous(), value.contiguous(), c2p.contiguous(), p2c.contiguous(),
         dist.to(device=device, dtype=torch.int32).contiguous(), tokens.to(device) if tokens is not None else None,
-        cu, packed.max_seqlen if packed is not None else length, float(scale), float(dropout_p), int(seed or 0),
+        cu, int(packed.max_seqlen if packed is not None else length), float(scale), float(dropout_p), int(seed or 0),
     )
     return out, None
 
