@@ -94,3 +94,14 @@ def test_command_parser_finds_nested_commands():
     assert command_parser(parser, ["tokenizer", "train", "--input", "x"]).prog.endswith("tokenizer train")
     assert command_parser(parser, ["-v", "finetune", "--model", "m"]).prog.endswith("finetune")
     assert command_parser(parser, ["--debug"]) is None
+
+
+def test_runs_stored_under_the_old_flag_names_still_resume_and_export(tmp_path):
+    from mdeberta.train.run_folder import RUN_CONFIG, changed_arguments, read_run_config
+
+    (tmp_path / RUN_CONFIG).write_text(json.dumps({"model_preset": "deberta-v3-tiny", "config": "c.json",
+                                                   "output": "runs/x", "seed": 1}))
+    stored = read_run_config(tmp_path)
+    assert stored == {"model_preset": "deberta-v3-tiny", "model_config": "c.json", "output_dir": "runs/x", "seed": 1}
+    now = {"model_preset": "deberta-v3-tiny", "model_config": "other.json", "output_dir": "runs/x", "seed": 1}
+    assert changed_arguments(stored, now) == ["--model-config: 'c.json' in the stored run, 'other.json' now"]

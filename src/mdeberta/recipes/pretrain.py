@@ -374,11 +374,13 @@ def export_checkpoint(run_dir: str | Path, step: int | None, output: str | Path,
     from mdeberta.train.checkpointing import checkpoint_dir, load_latest_checkpoint, seed_everything
 
     run_dir = Path(run_dir)
-    output = check_output_folder(output, [run_dir], overwrite=overwrite, flag="export-checkpoint --output")
+    output = check_output_folder(output, [run_dir], overwrite=overwrite, flag="export-checkpoint --output-dir")
     config_file = run_dir / "run_config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{run_dir}: no run_config.json, not a `mdeberta pretrain` output folder")
-    args = argparse.Namespace(**json.loads(config_file.read_text(encoding="utf-8")))
+    from mdeberta.train.run_folder import read_run_config
+
+    args = argparse.Namespace(**read_run_config(run_dir))
     path = None if step is None else checkpoint_dir(run_dir) / f"step-{step:08d}.pt"
     if step == 0:
         found, state = f"the initialization (seed {args.seed})", None

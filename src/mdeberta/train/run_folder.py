@@ -43,6 +43,17 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def read_run_config(folder: str | Path) -> dict[str, Any]:
+    """A stored ``run_config.json`` with the flags renamed since it was written under their current names
+    (pretrain ``--output`` -> ``--output-dir``, ``--config`` -> ``--model-config``)."""
+    stored = json.loads((Path(folder) / RUN_CONFIG).read_text(encoding="utf-8"))
+    if "output" in stored and "output_dir" not in stored and "model_preset" in stored:
+        stored["output_dir"] = stored.pop("output")
+    if "config" in stored and "model_config" not in stored and "model_preset" in stored:
+        stored["model_config"] = stored.pop("config")
+    return stored
+
+
 def run_config(args: argparse.Namespace) -> dict[str, Any]:
     """The namespace as JSON values (what ``run_config.json`` stores)."""
     return {k: _plain(v) for k, v in vars(args).items() if k != "func"}
@@ -97,7 +108,7 @@ def prepare_run_folder(args: argparse.Namespace, output: str | os.PathLike, *, f
             logger.info("--resume: no checkpoint in %s yet; starting the run from step 0", path)
             resume = False
         elif (path / RUN_CONFIG).is_file():
-            stored = json.loads((path / RUN_CONFIG).read_text(encoding="utf-8"))
+            stored = read_run_config(path)
             changes = changed_arguments(stored, config, safe)
             if changes:
                 raise RunConfigError(f"--resume in {path}: these arguments differ from the run stored there, so it "
