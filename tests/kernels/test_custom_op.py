@@ -88,3 +88,24 @@ def test_compiled_graph_keeps_the_kernel(monkeypatch):
         torch.testing.assert_close(got, want)
     explanation = torch._dynamo.explain(loss)(*[a.detach() for a in args[:5]])
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+
+
+def test_padded_batches_reach_the_kernel_as_a_token_mask(monkeypatch):
+    """The encoder builds the padding mask once per batch (PaddingMask: tokens + pairs); the Triton path takes its
+    tokens as they are, so no layer re-derives them from the pair mask with a host sync (token_mask_of)."""
+    import mdeberta
+    from mdeberta.config import preset
+
+    cfg = preset("deberta-v3-micro", vocab_size=40, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = mdeberta.DebertaModel(cfg).eval()
+    ids = torch.randint(4, 40, (2, 12))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 7:] = 0
+    expected = model(ids, attention_mask=mask).last_hidden_state
+    calls = []
+    monkeypatch.setattr(ta, "token_mask_of", lambda m: calls.append(m) or None)
+    model.set_attention_backend("triton")
+    got = model(ids, attention_mask=mask).last_hidden_state
+    assert calls == []
+    torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], rtol=1e-4, atol=1e-4)

@@ -41,7 +41,7 @@ import torch
 
 from mdeberta.kernels.aot import BLOCK, FORWARD_TILES, prune_forward_configs
 from mdeberta.kernels.cpu_attention import distance_slots, sdpa_attention
-from mdeberta.model.attention import PackedSequences
+from mdeberta.model.attention import PackedSequences, PaddingMask
 
 _KERNELS: dict[str, Any] = {}
 
@@ -225,7 +225,10 @@ def flash_attention(
     if not fallback:
         has_pos = pos_key is not None or pos_query is not None
         dist = distance_slots(slots) if has_pos else torch.zeros(2 * length - 1, dtype=torch.long)
-        tokens = token_mask_of(mask) if packed is None else None
+        if isinstance(mask, PaddingMask):  # built once per batch: no host sync here
+            tokens = mask.tokens.to(torch.int32).contiguous()
+        else:
+            tokens = token_mask_of(mask) if packed is None else None
         fallback = dist is None or (tokens is None and packed is None)
     if fallback:
         return sdpa_attention(query, key, value, pos_key, pos_query, slots, mask, scale, dropout_p,

@@ -207,8 +207,26 @@ class PackedSequences:
         return (ids[:, None] == ids[None, :])[None, None]
 
 
-def dense_mask(mask: torch.Tensor | PackedSequences) -> torch.Tensor:
+@dataclass(frozen=True)
+class PaddingMask:
+    """A padded batch's mask as the backends receive it, built once per batch by the encoder: ``tokens`` (B, L) bool
+    marks the real tokens, ``pairs`` (B, 1, L, L) is their outer product (pair (i, j) attends iff both are real).
+    A backend that runs on the token mask (the Triton kernel) takes ``tokens`` as it is, instead of re-deriving it
+    from the pair mask in every layer with a device-to-host sync."""
+
+    tokens: torch.Tensor
+    pairs: torch.Tensor
+
+    @classmethod
+    def from_tokens(cls, tokens: torch.Tensor) -> PaddingMask:
+        t = tokens.bool()
+        return cls(t, t[:, None, :, None] & t[:, None, None, :])
+
+
+def dense_mask(mask: torch.Tensor | PackedSequences | PaddingMask) -> torch.Tensor:
     """The (B, 1 or H, Lq, Lk) bool mask of a backend's ``mask`` argument (block-diagonal for packed input)."""
+    if isinstance(mask, PaddingMask):
+        return mask.pairs
     return mask.pair_mask() if isinstance(mask, PackedSequences) else mask
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from mdeberta.config import DebertaConfig
 from mdeberta.model.deberta import DebertaModel, DebertaPreTrainedModel, check_keywords
-from mdeberta.model.layers import ACTIVATIONS, padding_mask_2d, pairwise_mask
+from mdeberta.model.layers import ACTIVATIONS, backend_mask, padding_mask_2d
 from mdeberta.model.outputs import (
     MaskedLMOutput,
     MultipleChoiceModelOutput,
@@ -107,7 +107,7 @@ class DebertaForMaskedLM(DebertaPreTrainedModel):
         encoder = self.deberta.encoder
         kv = hidden_states[-2]
         query = self.deberta.embeddings.absolute_positions(position_ids) + kv
-        mask = pairwise_mask(attention_mask)
+        mask = backend_mask(attention_mask)
         slots = encoder.relative_slots(kv.shape[1], kv.device)
         rel_embeddings = encoder.get_rel_embedding()
         for _ in range(2):

@@ -14,6 +14,7 @@ from mdeberta.config import DebertaConfig
 from mdeberta.model.attention import (
     DisentangledSelfAttention,
     PackedSequences,
+    PaddingMask,
     compact_relative_position_slots,
     is_tracing,
     relative_position_slots,
@@ -37,6 +38,14 @@ ACTIVATIONS = {
 def padding_mask_2d(attention_mask: torch.Tensor) -> torch.Tensor:
     """The per-token mask (B, L) from a (B, L) or (B, L, L) attention mask."""
     return attention_mask if attention_mask.dim() == 2 else attention_mask.sum(-2) > 0
+
+
+def backend_mask(attention_mask: torch.Tensor) -> torch.Tensor | PaddingMask:
+    """What the attention backends receive, built once per batch: a (B, L) mask becomes a :class:`PaddingMask`
+    (token mask and pair mask together); an explicit (B, L, L) or (B, 1, L, L) pair mask stays a tensor."""
+    if attention_mask.dim() == 2:
+        return PaddingMask.from_tokens(attention_mask)
+    return pairwise_mask(attention_mask)
 
 
 def pairwise_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -253,7 +262,7 @@ class DebertaEncoder(nn.Module):
             token_mask, mask = None, attention_mask
         else:
             token_mask = padding_mask_2d(attention_mask)
-            mask = pairwise_mask(attention_mask)
+            mask = backend_mask(attention_mask)
         slots, rel_embeddings = self.relative_inputs(hidden_states.shape[1], hidden_states.device)
         all_states, all_attentions = [hidden_states], []
         x = hidden_states
