@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "mdeberta.recipes.compare",
     "mdeberta.recipes.probe",
     "mdeberta.recipes.export_onnx",
+    "mdeberta.recipes.serve",
     "mdeberta.ngram",
 )
 

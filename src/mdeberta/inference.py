@@ -241,29 +241,30 @@ class TokenClassifier:
                         device: torch.device | str | None = None, **kwargs: Any) -> TokenClassifier:
         return cls(*load_token_classifier(model_path, tokenizer_path, device), **kwargs)
 
-    @torch.no_grad()
-    def __call__(self, text: str) -> list[dict[str, Any]]:
-        from mdeberta.data.ner import get_entities
-
+    def windows(self, text: str) -> Any:
+        """The text's token windows (overlapping by ``stride``), with word ids and character offsets."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        enc = self.tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=self.max_length,
-                             return_overflowing_tokens=True, stride=self.stride)
+        return self.tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=self.max_length,
+                              return_overflowing_tokens=True, stride=self.stride)
+
+    def entities(self, text: str, enc: Any, probs: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
+        """Entities from each window's (tokens, labels) probabilities: sub-tokens aggregated into words (the first
+        sub-token of a word decides its label, the first window wins), words into entities (seqeval chunking)."""
+        from mdeberta.data.ner import get_entities
+
         words: dict[int, tuple[int, int, str, float]] = {}  # word -> (start, end, label, probability)
         id2label = self.model.config.id2label
-        for row in range(len(enc["input_ids"])):
-            ids = torch.tensor([enc["input_ids"][row]], device=self.model.device)
-            probs = self.model(input_ids=ids).logits[0].float().softmax(-1)
+        for row, row_probs in enumerate(probs):
             for k, (w, (start, end)) in enumerate(zip(enc.word_ids(row), enc["offset_mapping"][row])):
                 if w is None:
                     continue
-                if w not in words:  # the first sub-token of a word decides its label (first window wins)
-                    p, label = probs[k].max(-1)
+                if w not in words:
+                    p, label = row_probs[k].max(-1)
                     words[w] = (start, end, id2label[int(label)], float(p))
                 elif end > words[w][1]:
                     words[w] = (words[w][0], end, *words[w][2:])
-        order = sorted(words)
-        spans = [words[w] for w in order]
+        spans = [words[w] for w in sorted(words)]
         entities = []
         for kind, first, last in get_entities([s[2] for s in spans]):
             start, end = spans[first][0], spans[last][1]
@@ -271,6 +272,15 @@ class TokenClassifier:
             entities.append({"label": kind, "text": text[start:end], "start": start, "end": end,
                              "score": round(score, 6)})
         return entities
+
+    @torch.no_grad()
+    def __call__(self, text: str) -> list[dict[str, Any]]:
+        enc = self.windows(text)
+        probs = []
+        for row in range(len(enc["input_ids"])):
+            ids = torch.tensor([enc["input_ids"][row]], device=self.model.device)
+            probs.append(self.model(input_ids=ids).logits[0].float().softmax(-1))
+        return self.entities(text, enc, probs)
 
 
 # --------------------------------------------------------------------------- question answering
