@@ -123,7 +123,11 @@ class Metrics:
 class DynamicBatcher:
     """Rows (token id lists) from concurrent requests, batched: whatever arrived within ``max_wait_ms`` of the
     first waiting row is sorted by length and cut into batches of at most ``max_batch_size`` rows and
-    ``max_batch_tokens`` padded tokens; ``run(rows) -> outputs`` runs each batch on one worker thread."""
+    ``max_batch_tokens`` padded tokens; ``run(rows) -> outputs`` runs each batch on one worker thread.
+
+    The wait ends early when every request the server is handling already has its rows queued (``active``: the
+    number of requests in the server): then nothing else can join, and waiting would only add latency (a lone
+    request runs at once; under load, rows that arrive while the model runs form the next batch)."""
 
     def __init__(self, run: Callable[[list[list[int]]], list[Any]], config: ServerConfig,
                  metrics: Metrics | None = None) -> None:
@@ -132,6 +136,7 @@ class DynamicBatcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdeberta-model")
         self.task: asyncio.Task | None = None
         self.in_flight = 0
+        self.active = 0  # requests inside the server (the app's middleware counts them)
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -152,12 +157,13 @@ class DynamicBatcher:
             raise QueueFull(f"the queue holds {self.queue.qsize()} rows (max {self.config.max_queue})")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in rows]
+        token = object()  # which request a row belongs to
         for row, future in zip(rows, futures):
-            self.queue.put_nowait((row, future))
+            self.queue.put_nowait((row, future, token))
         self.metrics.queue_depth = self.queue.qsize()
         return list(await asyncio.gather(*futures))
 
-    def plan(self, items: list[tuple[list[int], Any]]) -> list[list[tuple[list[int], Any]]]:
+    def plan(self, items: list[tuple]) -> list[list[tuple]]:
         """Length-sorted batches under the row and padded-token limits."""
         c = self.config
         batches: list[list] = []
@@ -182,6 +188,8 @@ class DynamicBatcher:
                 timeout = deadline - loop.time()
                 if timeout <= 0 and self.queue.empty():
                     break
+                if self.queue.empty() and len({item[2] for item in items}) >= self.active:
+                    break  # every request in the server is here: nobody else can join this batch
                 try:
                     items.append(self.queue.get_nowait() if not self.queue.empty() else
                                  await asyncio.wait_for(self.queue.get(), timeout))
@@ -190,7 +198,7 @@ class DynamicBatcher:
             self.metrics.queue_depth = self.queue.qsize()
             try:
                 for batch in self.plan(items):
-                    live = [(row, f) for row, f in batch if not f.cancelled()]
+                    live = [(row, f) for row, f, _ in batch if not f.cancelled()]
                     if not live:
                         continue
                     self.metrics.batch_rows.observe(len(live))
@@ -324,14 +332,19 @@ def create_app(served: ServedModel, config: ServerConfig | None = None) -> Any:
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next):
         start = time.perf_counter()
+        endpoint = request.url.path if request.url.path.startswith("/v1/") else None
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
             response = JSONResponse({"detail": f"request body of {length} bytes exceeds the limit of "
                                                f"{config.max_body_bytes}"}, status_code=413)
         else:
-            response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            metrics.request(request.url.path, response.status_code, time.perf_counter() - start)
+            batcher.active += endpoint is not None
+            try:
+                response = await call_next(request)
+            finally:
+                batcher.active -= endpoint is not None
+        if endpoint is not None:
+            metrics.request(endpoint, response.status_code, time.perf_counter() - start)
         return response
 
     def require(kinds: tuple[str, ...], endpoint: str) -> None:

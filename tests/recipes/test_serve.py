@@ -182,3 +182,39 @@ def test_entities_answers_and_text_classification(tagging_backbone, tmp_path):
     assert [g["label"] for g in got] == [w["label"] for w in want]
     assert got[0]["scores"] == pytest.approx(want[0]["scores"], abs=1e-5)
     assert long["truncated"] is True  # --truncation truncate (the default) says so
+
+
+def test_batcher_plans_by_length_and_waits_only_for_requests_in_the_server():
+    import asyncio
+
+    from mdeberta.server import DynamicBatcher, ServerConfig
+
+    calls: list[list[int]] = []
+
+    def run(rows):
+        calls.append([len(r) for r in rows])
+        return [sum(r) for r in rows]
+
+    batcher = DynamicBatcher(run, ServerConfig(max_batch_size=3, max_batch_tokens=20, max_wait_ms=2000))
+    items = [([1] * n, None, i) for i, n in enumerate([9, 2, 5, 3, 2, 8])]
+    plan = [[len(row) for row, _, _ in batch] for batch in batcher.plan(items)]
+    assert plan == [[2, 2, 3], [5, 8], [9]]  # sorted; 3 rows at most; 3 x 9 > 20 padded tokens (2 x 8 is not)
+
+    async def scenario():
+        batcher.start()
+        batcher.active = 1
+        t = time.perf_counter()
+        assert await batcher.submit([[1, 2]]) == [3]
+        lone = time.perf_counter() - t
+        batcher.active = 2  # a second request is being received: the first waits for it (up to max_wait_ms)
+        first = asyncio.ensure_future(batcher.submit([[1]]))
+        await asyncio.sleep(0.2)
+        second = await batcher.submit([[2], [3]])
+        assert await first == [1] and second == [2, 3]
+        await batcher.stop()
+        return lone
+
+    calls.clear()
+    lone = asyncio.run(scenario())
+    assert lone < 1.0  # did not wait the 2 s: no other request was in the server
+    assert calls == [[2], [1, 1, 1]]  # the two later requests' three rows ran as one batch
