@@ -58,6 +58,7 @@ def pipeline_app(folder: str):
     @app.post("/v1/classify")
     async def classify(body: Body) -> dict:
         scores = await asyncio.get_running_loop().run_in_executor(pool, lambda: clf(body.text, truncation=True))
+        scores = scores[0] if isinstance(scores[0], list) else scores  # one text: [[...]] in some versions
         return {"label": max(scores, key=lambda s: s["score"])["label"]}
 
     @app.get("/health")

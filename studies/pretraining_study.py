@@ -140,7 +140,12 @@ def run_jobs(jobs: list[Job], parallel: int, dry_run: bool, logs: Path) -> list[
                       f"({time.time() - start:.0f} s)", flush=True)
                 if not ok:
                     failed.append(name)
-        blocked = {n for n in failed} | {j.name for j in pending if any(d in failed for d in j.deps)}
+        blocked = set(failed)  # a failed job's dependents, and theirs, can never run
+        while True:
+            more = {j.name for j in pending if j.name not in blocked and any(d in blocked for d in j.deps)}
+            if not more:
+                break
+            blocked |= more
         pending = [j for j in pending if j.name not in blocked]
         for j in list(pending):
             if len(running) >= parallel:
