@@ -205,3 +205,48 @@ def test_packed_sequences_train_exactly_like_padded_batches(tiny_backbone, synth
         assert len(train) == 4 and all(r["tokens_per_s"] > 0 for r in train)
     for k in states["off"]:
         torch.testing.assert_close(states["on"][k], states["off"][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_fsdp_finetuning_finishes_exports_resumes_and_matches_ddp(tiny_backbone, synthetic_nli, tmp_path):
+    """torchrun x 2 with FSDP2 (gloo): dev evaluation on the sharded model, best/ and final/ exported whole,
+    losses and weights equal DDP's; a run cut after its step-2 checkpoint resumes to the same weights."""
+    import os
+    import shutil
+    import sys
+
+    from safetensors.torch import load_file
+
+    from mdeberta.train.metrics import read_metrics
+    from subprocess_helpers import run_torchrun
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(out, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m",
+               "mdeberta", "finetune", "--model", str(tiny_backbone), "--train-file", str(synthetic_nli["train"]),
+               "--dev-file", str(synthetic_nli["dev"]), "--output-dir", str(out), "--max-steps", "4",
+               "--batch-size", "8", "--eval-every", "2", "--save-every", "2", "--log-every", "1", "--device", "cpu",
+               *extra]
+        proc = run_torchrun(cmd, env, out)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run(tmp_path / "ddp")
+    run(tmp_path / "fsdp", "--distributed", "fsdp")
+    losses = {s: [r["loss"] for r in read_metrics(tmp_path / s) if "loss" in r] for s in ("ddp", "fsdp")}
+    assert len(losses["ddp"]) == 4 and losses["fsdp"] == pytest.approx(losses["ddp"], rel=1e-5)
+    for folder in ("best", "final"):
+        a = load_file(tmp_path / "ddp" / folder / "model.safetensors")
+        b = load_file(tmp_path / "fsdp" / folder / "model.safetensors")
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    # Resume: the FSDP run as if killed after its step-2 checkpoint.
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "fsdp", cut)
+    (cut / "checkpoints" / "step-00000004.pt").unlink()
+    shutil.rmtree(cut / "final")
+    run(cut, "--distributed", "fsdp", "--resume")
+    a = load_file(tmp_path / "fsdp" / "final" / "model.safetensors")
+    b = load_file(cut / "final" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=k)

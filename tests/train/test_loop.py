@@ -249,3 +249,29 @@ def test_layerwise_lr_decay_groups():
         param_groups(model, 1e-3, layerwise_lr_decay=1.5, num_layers=n)
     with pytest.raises(ValueError, match="number of layers"):
         param_groups(model, 1e-3, layerwise_lr_decay=0.8)
+
+
+def test_fsdp_mixed_precision_policy_on_cuda_only(monkeypatch):
+    """bf16 on CUDA: FSDP2 gathers and computes in bf16 and reduces gradients in fp32; on CPU (gloo) and in fp32
+    runs there is no policy (fp32 parameters, autocast for bf16). Every fully_shard call gets the same policy."""
+    import torch.distributed.fsdp as fsdp
+
+    from mdeberta.config import preset
+    from mdeberta.model import DebertaForSequenceClassification
+    from mdeberta.train.distributed import DistributedEnv, fsdp_mixed_precision, wrap_model
+
+    cuda = DistributedEnv(rank=0, world_size=2, device=torch.device("cuda", 0))
+    cpu = DistributedEnv(rank=0, world_size=2, device=torch.device("cpu"))
+    policy = fsdp_mixed_precision(cuda, "bf16")
+    assert policy.param_dtype == torch.bfloat16 and policy.reduce_dtype == torch.float32
+    assert fsdp_mixed_precision(cuda, "fp32") is None and fsdp_mixed_precision(cpu, "bf16") is None
+    calls = []
+    monkeypatch.setattr(fsdp, "fully_shard", lambda module, **kwargs: calls.append((type(module).__name__, kwargs)))
+    model = DebertaForSequenceClassification(preset("deberta-v3-micro", vocab_size=50))
+    wrap_model(model, cuda, "fsdp", "bf16")
+    assert [name for name, _ in calls] == ["DebertaLayer"] * model.config.num_hidden_layers + [
+        "DebertaForSequenceClassification"]
+    assert all(kwargs["mp_policy"].param_dtype == torch.bfloat16 for _, kwargs in calls)
+    calls.clear()
+    wrap_model(model, cpu, "fsdp", "bf16")
+    assert all(kwargs == {} for _, kwargs in calls) and len(calls) == model.config.num_hidden_layers + 1

@@ -103,6 +103,22 @@ def make_task(args: argparse.Namespace, tokenizer: Any) -> Any:
     return task
 
 
+def whole_model(model: torch.nn.Module, fsdp: bool) -> torch.nn.Module | None:
+    """The model to export: itself, or under FSDP2 a plain copy on rank 0 built from the gathered shards (a
+    collective: every rank calls it; the others get None)."""
+    if not fsdp:
+        return model
+    from mdeberta.train.distributed import full_model_state
+
+    state = full_model_state(model)  # lands on rank 0's CPU
+    if not state:
+        return None
+    with torch.random.fork_rng(devices=[]):  # building the copy must not move rank 0's RNG (dropout after it)
+        copy = type(model)(model.config)
+    copy.load_state_dict(state)
+    return copy
+
+
 # --------------------------------------------------------------------------- the recipe
 def finetune(args: argparse.Namespace) -> FinetuneResult:
     """Run fine-tuning as configured by the CLI arguments (also called by ``mdeberta xnli``)."""
@@ -161,14 +177,15 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
         raise UsageError(f"--max-seq-length {args.max_seq_length} exceeds the {config.max_position_embeddings} "
                          f"absolute positions of {args.model}")
     model.train()
-    wrapped = wrap_model(model, env)
+    fsdp = env.distributed and args.distributed == "fsdp"
+    precision = args.precision
+    if precision == "auto":
+        precision = "bf16" if env.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    wrapped = wrap_model(model, env, args.distributed, precision)
     optimizer = build_optimizer(wrapped, lr=args.learning_rate, weight_decay=args.weight_decay, betas=(0.9, 0.999),
                                 eps=1e-6, layerwise_lr_decay=args.layerwise_lr_decay,
                                 num_layers=model.config.num_hidden_layers)
     scheduler = linear_schedule(optimizer, warmup, max_steps)
-    precision = args.precision
-    if precision == "auto":
-        precision = "bf16" if env.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
     info = {"task": task.name, "source_model": str(args.model), "random_init": bool(args.random_init),
             "train_file": [str(f) for f in args.train_file], "train_examples": len(train_features),
@@ -191,12 +208,12 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
 
     def eval_fn(trainer: Any) -> dict[str, float]:
         results = task.evaluate(trainer.unwrapped, args.eval_batch_size, trainer.env)
-        value = results[metric]
+        value = results[metric]  # the same on every rank: each scores the whole dev set
         if value == value and (best["value"] is None or value > best["value"]):  # a NaN (constant output) never wins
             best["value"] = value
+            whole = whole_model(trainer.unwrapped, fsdp)  # FSDP: gathered from the shards (every rank takes part)
             if trainer.env.is_main:
-                export_model(trainer.unwrapped, tokenizer, best_dir,
-                             {**info, "step": trainer.step, f"dev_{metric}": value})
+                export_model(whole, tokenizer, best_dir, {**info, "step": trainer.step, f"dev_{metric}": value})
                 logger.info("step %d: dev %s %.2f%% is the best so far; exported %s", trainer.step, metric, value,
                             best_dir)
         return {**results, f"best_{metric}": best["value"]}
@@ -212,8 +229,9 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
     if env.is_main and not folder.resume:
         folder.write_config()
     history = trainer.fit(resume=folder.resume)
+    whole = whole_model(trainer.unwrapped, fsdp)
     if env.is_main:
-        export_model(trainer.unwrapped, tokenizer, final_dir, {**info, "step": trainer.step})
+        export_model(whole, tokenizer, final_dir, {**info, "step": trainer.step})
         folder.finished()
     env.barrier()
     seconds = time.perf_counter() - start
@@ -283,6 +301,9 @@ def add_finetune_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] 
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --output-dir (set aside, deleted once this run finishes)")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available; torchrun sets it)")
+    p.add_argument("--distributed", choices=["ddp", "fsdp"], default="ddp",
+                   help="strategy under torchrun: ddp (every process holds the model) or fsdp (FSDP2, parameters "
+                        "sharded per layer; the exports are gathered whole)")
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

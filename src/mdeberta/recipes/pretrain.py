@@ -249,7 +249,7 @@ def build(args: argparse.Namespace, env: Any) -> dict[str, Any]:
                     "process: %d workers", throughput["data_tokens_per_s"], throughput["model_tokens_per_s"],
                     args.num_workers)
     loader = PretrainingLoader(dataset, env.rank, env.world_size, args.num_workers)
-    wrapped = wrap_model(model, env, args.distributed)
+    wrapped = wrap_model(model, env, args.distributed, args.precision)
     adam = dict(weight_decay=args.weight_decay, betas=tuple(args.adam_betas), eps=args.adam_eps,
                 embedding_update=args.embedding_update)
     second_phase = None

@@ -11,6 +11,7 @@ import datetime
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -121,8 +122,20 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def wrap_model(model: nn.Module, env: DistributedEnv, strategy: str = "ddp") -> nn.Module:
-    """DDP (every rank holds the full model) or FSDP2 ``fully_shard`` (parameters sharded per layer).
+def fsdp_mixed_precision(env: DistributedEnv, precision: str) -> Any:
+    """FSDP2's policy for a bf16 run on CUDA: parameters all-gathered and computed in bf16, gradients reduced in
+    fp32 (the sharded master weights and the optimizer stay fp32). None otherwise: on CPU (gloo) the run keeps fp32
+    parameters and bf16 autocast does the compute, as in a single process."""
+    if env.device.type != "cuda" or precision != "bf16":
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+
+
+def wrap_model(model: nn.Module, env: DistributedEnv, strategy: str = "ddp", precision: str = "fp32") -> nn.Module:
+    """DDP (every rank holds the full model) or FSDP2 ``fully_shard`` (parameters sharded per layer; with
+    ``precision="bf16"`` on CUDA, :func:`fsdp_mixed_precision`).
 
     A single process gets the model back unchanged. The wrapper is what the step function calls; the
     unwrapped model is what checkpoints and exports read (see :func:`unwrap_model`).
@@ -138,11 +151,13 @@ def wrap_model(model: nn.Module, env: DistributedEnv, strategy: str = "ddp") -> 
         return DistributedDataParallel(model, device_ids=ids)
     from torch.distributed.fsdp import fully_shard
 
+    policy = fsdp_mixed_precision(env, precision)
+    options = {"mp_policy": policy} if policy is not None else {}
     # Shard each transformer layer, then the root (embeddings and heads), as the FSDP2 docs recommend.
     for module in model.modules():
         if type(module).__name__ == "DebertaLayer":
-            fully_shard(module)
-    fully_shard(model)
+            fully_shard(module, **options)
+    fully_shard(model, **options)
     return model
 
 
