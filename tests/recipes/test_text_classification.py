@@ -110,6 +110,12 @@ def test_multi_label_regression_and_multiple_choice_learn(tagging_backbone, tmp_
     assert main(["evaluate", "--task", "multiple-choice", "--model", str(out / "best"), "--eval-file",
                  f"en={dev}", "--output-dir", str(tmp_path / "mc_report")]) == 0
     assert json.loads((tmp_path / "mc_report" / "multiple_choice_test.json").read_text())["avg"]["accuracy"] >= 90
+    records = [json.loads(x) for x in (tmp_path / "mc_report" / "predictions_test.jsonl").read_text().splitlines()]
+    predicted = tmp_path / "mc_pred.jsonl"
+    assert main(["predict", "--task", "multiple-choice", "--model", str(out / "best"), "--input", str(dev),
+                 "--output", str(predicted)]) == 0
+    lines = [json.loads(x) for x in predicted.read_text().splitlines()]
+    assert [x["label"] for x in lines] == [r["predicted"] for r in records]  # predict = evaluate's predictions
 
 
 def test_class_weights_weigh_the_loss(tagging_backbone, tmp_path):

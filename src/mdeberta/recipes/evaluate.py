@@ -22,6 +22,7 @@ from typing import Any
 from mdeberta.arguments import add_alias
 from mdeberta.data.nli import LABELS, XNLI_LANGUAGES, NLIDataError, NLIExample, load_xnli, read_nli_file
 from mdeberta.files import atomic_save, atomic_write_text
+from mdeberta.tasks import TASKS
 from mdeberta.tasks.base import add_text_task_arguments
 
 logger = logging.getLogger("mdeberta.evaluate")
@@ -503,8 +504,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="fine-tuned model folder or hub id")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
     p.add_argument("--task", default="xnli",
-                   choices=["xnli", "nli", "text-classification", "regression", "multiple-choice",
-                            "token-classification", "question-answering", "minimal-pairs"],
+                   choices=["xnli", *TASKS, "minimal-pairs"],
                    help="xnli: per-language table; nli: accuracy on one --eval-file; text-classification / "
                         "regression / multiple-choice / token-classification / question-answering: scores per "
                         "--eval-file NAME=PATH (zero-shot cross-lingual tables); minimal-pairs: zero-shot "

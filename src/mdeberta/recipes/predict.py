@@ -173,8 +173,51 @@ def cmd_predict_texts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict_choices(args: argparse.Namespace) -> int:
+    """Multiple choice: JSON objects with a context and its endings in, the chosen ending and scores out."""
+    from mdeberta.data.records import Row
+    from mdeberta.tasks import TaskOptions
+    from mdeberta.tasks.multiple_choice import ChoiceExample, MultipleChoiceTask, parse_choice_row
+
+    try:
+        examples, items = [], []
+        for line_no, line in _lines(args.input):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise NLIDataError(f"{args.input}:{line_no}: invalid JSON ({e})") from e
+            if not isinstance(obj, dict):
+                raise NLIDataError(f"{args.input}:{line_no}: expected a JSON object")
+            context, endings, _ = parse_choice_row(Row(obj, f"{args.input}:{line_no}"), list(obj))
+            if not isinstance(endings, list) or len(endings) < 2:
+                raise NLIDataError(f"{args.input}:{line_no}: needs two or more endings")
+            examples.append(ChoiceExample(context, endings, None, f"{args.input}:{line_no}", index=len(items)))
+            items.append(obj)
+        if not examples:
+            raise NLIDataError("no examples: JSON lines with context and endings (or SWAG / COPA fields)")
+        from mdeberta.inference import default_device
+        from mdeberta.model import DebertaForMultipleChoice
+        from mdeberta.tokenizer import DebertaTokenizer
+
+        model = DebertaForMultipleChoice.from_pretrained(args.model).to(args.device or default_device()).eval()
+        tokenizer = DebertaTokenizer.from_pretrained(args.tokenizer or args.model)
+        task = MultipleChoiceTask(TaskOptions(max_seq_length=args.max_seq_length), tokenizer)
+        predictions = task.predict(model, examples, args.batch_size)
+    except (NLIDataError, ValueError, OSError) as e:
+        logger.error("%s", e)
+        return 2
+    _write_jsonl(args.output, [{**obj, "label": p["label"], "scores": p["scores"]}
+                               for obj, p in zip(items, predictions)])
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from mdeberta.inference import classify_pairs, load_classifier
+
+    if args.task == "multiple-choice":
+        return cmd_predict_choices(args)
 
     if args.task in ("text-classification", "regression"):
         return cmd_predict_texts(args)
@@ -244,10 +287,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="NLI predictions for premise/hypothesis pairs (JSON lines out)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=["nli", "text-classification", "regression", "token-classification",
-                                      "question-answering"], default="nli",
+    p.add_argument("--task", choices=["nli", "text-classification", "regression", "multiple-choice",
+                                      "token-classification", "question-answering"], default="nli",
                    help="nli: pairs in, labels out; text-classification / regression: texts (or JSON objects with "
-                        "text and text_pair) in, labels and scores (values) out; token-classification: texts "
+                        "text and text_pair) in, labels and scores (values) out; multiple-choice: JSON lines with "
+                        "context and endings in, the chosen ending's index out; token-classification: texts "
                         "in, entities with character spans; "
                         "question-answering: JSON lines with question and context in, answers with spans out")
     p.add_argument("--input", default="-", help="JSONL or TSV pairs file, or texts one per line ('-' = stdin)")
