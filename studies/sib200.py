@@ -7,7 +7,8 @@ corpus_en, 8k tokenizer) at each ``--steps`` checkpoint that exists (exported wi
 ``--seeds`` seeds each; every arm keeps the same tokenizer, schedule and learning rate. ``summary.md`` /
 ``summary.json`` / ``summary.png``: per arm the mean and standard deviation over seeds of English and 15-language
 average test accuracy, and the paired test of each pretrained arm against random init on the pooled predictions
-(``mdeberta compare``-style: per example, seeds pooled).
+on the English test predictions (an exact sign test over the examples one arm gets right and the other wrong,
+seeds pooled); the majority class of the (parallel) test sets is the floor of every column.
 
     python studies/sib200.py --budget /work/exp/budget --output /work/exp/sib200 --jobs 1
 """
@@ -68,6 +69,21 @@ def _paired(a: list[int], b: list[int]) -> dict[str, float]:
     return {"wins": wins, "losses": losses, "p": p}
 
 
+def _majority(test_file: Path) -> float | None:
+    """Accuracy of always answering the test set's most frequent label (the test sets are parallel: the same in
+    every language)."""
+    import gzip
+    from collections import Counter
+
+    if not test_file.is_file():
+        return None
+    with gzip.open(test_file, "rt", encoding="utf-8") as f:
+        import csv
+
+        labels = [row["category"] for row in csv.DictReader(f, delimiter="\t")]
+    return 100.0 * Counter(labels).most_common(1)[0][1] / len(labels)
+
+
 def summarize(a: argparse.Namespace) -> dict:
     out = Path(a.output)
     rows, hits = {}, {}
@@ -85,16 +101,17 @@ def summarize(a: argparse.Namespace) -> dict:
                               **{lang: statistics.mean(v) for lang, v in per_lang.items()},
                               "en_sd": statistics.stdev(per_lang["en"]) if len(runs) > 1 else 0.0}
         correct = []
-        for p in results:
+        for p in results:  # English test predictions, per seed in order: the paired test compares like with like
             for line in (p.parent / "predictions_test.jsonl").read_text().splitlines():
                 r = json.loads(line)
-                correct.append(int(r["gold"] == r["predicted"]))
+                if r.get("language") in ("en", None):
+                    correct.append(int(r["gold"] == r["predicted"]))
         hits[arm_dir.name] = correct
     tests = {arm: _paired(hits[arm], hits["random"]) for arm in hits if arm != "random" and "random" in hits
              and len(hits[arm]) == len(hits["random"])}
     order = sorted(rows, key=lambda k: (k != "random", int(k.split("-")[-1]) if k != "random" else 0))
     cols = ["dev_en", "en", "avg", *LANGUAGES[1:]]
-    lines = ["| arm | tokens | seeds | " + " | ".join(cols) + " | vs random (wins / losses, p) |",
+    lines = ["| arm | tokens | seeds | " + " | ".join(cols) + " | en vs random (wins / losses, p) |",
              "|---|---:|---:|" + "---:|" * len(cols) + "---|"]
     for arm in order:
         r = rows[arm]
@@ -104,6 +121,10 @@ def summarize(a: argparse.Namespace) -> dict:
         cells = [f"{r['dev_en']:.1f}", f"{r['en']:.1f} ± {r['en_sd']:.1f}", f"{r['avg']:.1f} ± {r['avg_sd']:.1f}",
                  *(f"{r[lang]:.1f}" for lang in LANGUAGES[1:])]
         lines.append(f"| {arm} | {tokens} | {r['seeds']} | " + " | ".join(cells) + f" | {vs} |")
+    majority = _majority(Path(a.shared) / "data" / "sib200" / "test.en.tsv.gz")
+    if majority is not None:
+        lines.append(f"| majority class | – | – | – | {majority:.1f} | {majority:.1f} | " + " | ".join(
+            f"{majority:.1f}" for _ in LANGUAGES[1:]) + " | – |")
     md = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(md)
     (out / "summary.json").write_text(json.dumps({"rows": rows, "paired": tests}, indent=2) + "\n")
