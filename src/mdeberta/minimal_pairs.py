@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from mdeberta.errors import MdebertaError
+from mdeberta.jsonl import json_object
 
 logger = logging.getLogger("mdeberta.minimal_pairs")
 
@@ -88,12 +89,7 @@ def read_minimal_pairs(path: str | os.PathLike, max_per_paradigm: int | None = N
         if not line:
             continue
         if jsonl:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MinimalPairsError(f"{where}: not a JSON object ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise MinimalPairsError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            record = json_object(line, where, MinimalPairsError, "JSON object")
             missing = [k for k in ("sentence_good", "sentence_bad") if k not in record]
             if missing:
                 raise MinimalPairsError(f"{where}: missing field(s) {missing}; the record has {sorted(record)}")

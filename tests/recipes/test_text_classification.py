@@ -181,7 +181,7 @@ def test_bad_input_names_file_line_and_columns(tagging_backbone, tmp_path, capsy
         read_table(fields)
     jsonl = tmp_path / "bad.jsonl"
     jsonl.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": \n')
-    with pytest.raises(RecordsError, match=r"bad.jsonl:2: not JSON"):
+    with pytest.raises(RecordsError, match=r"bad.jsonl:2: not a JSON record"):
         read_table(jsonl)
     quoted = tmp_path / "quoted.tsv"
     quoted.write_text('text\tlabel\n"he said ""hi""\tthen left"\tpeople\n')  # standard CSV quoting in a TSV

@@ -35,6 +35,7 @@ from typing import Any
 
 from mdeberta.data.nli import open_text
 from mdeberta.errors import MdebertaError
+from mdeberta.jsonl import json_object
 
 logger = logging.getLogger("mdeberta.data")
 
@@ -100,12 +101,8 @@ def read_qa_jsonl(path: str | Path, language: str | None = None, check_answers: 
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise QADataError(f"{path}:{n}: not a JSON record ({e})") from e
                 where = f"{path}:{n}"
-                record = _object(record, where)
+                record = json_object(line, where, QADataError)
                 if "id" in record:
                     where += f" (question {record['id']!r})"
                 context = _string(record, "context", where)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mdeberta.errors import MdebertaError
+from mdeberta.jsonl import json_object
 
 
 class RecordsError(MdebertaError, ValueError):
@@ -100,12 +100,7 @@ def _read_jsonl(text: str, path: Path) -> Table:
     for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RecordsError(f"{path}:{number}: not JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise RecordsError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        record = json_object(line, f"{path}:{number}", RecordsError)
         columns.update(dict.fromkeys(record))
         rows.append(Row(record, f"{path}:{number}"))
     if not rows:

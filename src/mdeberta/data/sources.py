@@ -26,7 +26,6 @@ whole stream for a hub dataset. A piece is read by a *cursor* whose small state 
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import lzma
 import os
@@ -273,13 +272,9 @@ def _pyarrow_parquet(path: Path | str) -> Any:
 
 
 def _parse_record(raw: bytes, where: str) -> dict:
-    try:
-        record = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{where}: not a JSON record ({e})") from e
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object per line, got {type(record).__name__}")
-    return record
+    from mdeberta.jsonl import json_object
+
+    return json_object(raw, where, DataError)
 
 
 def count_lines(path: Path) -> int:

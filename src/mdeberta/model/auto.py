@@ -7,24 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from mdeberta.config import DebertaConfig
+from mdeberta.model import heads
 from mdeberta.model.deberta import DebertaModel
-from mdeberta.model.heads import (
-    DebertaForMaskedLM,
-    DebertaForMultipleChoice,
-    DebertaForQuestionAnswering,
-    DebertaForReplacedTokenDetection,
-    DebertaForSequenceClassification,
-    DebertaForTokenClassification,
-)
 
 HEADS: dict[str, type] = {
     "base": DebertaModel,
-    "mlm": DebertaForMaskedLM,
-    "rtd": DebertaForReplacedTokenDetection,
-    "sequence-classification": DebertaForSequenceClassification,
-    "token-classification": DebertaForTokenClassification,
-    "question-answering": DebertaForQuestionAnswering,
-    "multiple-choice": DebertaForMultipleChoice,
+    "mlm": heads.DebertaForMaskedLM,
+    "rtd": heads.DebertaForReplacedTokenDetection,
+    "sequence-classification": heads.DebertaForSequenceClassification,
+    "token-classification": heads.DebertaForTokenClassification,
+    "question-answering": heads.DebertaForQuestionAnswering,
+    "multiple-choice": heads.DebertaForMultipleChoice,
 }
 _BY_ARCHITECTURE = {cls.hf_architecture: cls for cls in HEADS.values() if cls.hf_architecture}
 
@@ -46,14 +39,15 @@ def detect_head(config: DebertaConfig, keys: set[str]) -> type:
     for arch in config.extra.get("architectures") or []:
         if arch in _BY_ARCHITECTURE:
             return _BY_ARCHITECTURE[arch]
-    probes = [("classifier.weight", None), ("qa_outputs.weight", DebertaForQuestionAnswering),
-              ("mask_predictions.classifier.weight", DebertaForReplacedTokenDetection),
-              ("lm_predictions.lm_head.bias", DebertaForMaskedLM), ("cls.predictions.bias", DebertaForMaskedLM)]
+    probes = [("classifier.weight", None), ("qa_outputs.weight", heads.DebertaForQuestionAnswering),
+              ("mask_predictions.classifier.weight", heads.DebertaForReplacedTokenDetection),
+              ("lm_predictions.lm_head.bias", heads.DebertaForMaskedLM),
+              ("cls.predictions.bias", heads.DebertaForMaskedLM)]
     for key, cls in probes:
         if key in keys:
             if cls is None:  # sequence vs token classification: the pooler tells
-                return DebertaForSequenceClassification if "pooler.dense.weight" in keys else (
-                    DebertaForTokenClassification)
+                return heads.DebertaForSequenceClassification if "pooler.dense.weight" in keys else (
+                    heads.DebertaForTokenClassification)
             return cls
     return DebertaModel
 
@@ -67,6 +61,6 @@ def load_detected(name_or_path: str | os.PathLike) -> Any:
     config = DebertaConfig.from_json_file(Path(folder) / "config.json")
     state, _ = load_state_dict(folder)
     cls = detect_head(config, set(state))
-    overrides = {"legacy": False} if cls is DebertaForMaskedLM and any(
+    overrides = {"legacy": False} if cls is heads.DebertaForMaskedLM and any(
         k.startswith("lm_predictions.") for k in state) else {}
     return cls.from_pretrained(folder, **overrides).eval()

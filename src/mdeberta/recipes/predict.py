@@ -102,6 +102,13 @@ def cmd_predict_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_object(path: str, line_no: int, line: str) -> dict:
+    """One input line as a JSON object; anything else is an error naming the file and line."""
+    from mdeberta.jsonl import json_object
+
+    return json_object(line, f"{path}:{line_no}", NLIDataError, "JSON object")
+
+
 def cmd_predict_answers(args: argparse.Namespace) -> int:
     """Answers with character spans for JSON lines {"question": ..., "context": ...}."""
     from mdeberta.inference import QuestionAnswerer
@@ -111,12 +118,8 @@ def cmd_predict_answers(args: argparse.Namespace) -> int:
         for line_no, line in _lines(args.input):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise NLIDataError(f"{args.input}:{line_no}: invalid JSON ({e})") from e
-            if not isinstance(obj, dict) or not isinstance(obj.get("question"), str) or not isinstance(
-                    obj.get("context"), str):
+            obj = _json_object(args.input, line_no, line)
+            if not isinstance(obj.get("question"), str) or not isinstance(obj.get("context"), str):
                 raise NLIDataError(f"{args.input}:{line_no}: expected string keys question and context")
             items.append(obj)
         if not items:
@@ -138,11 +141,8 @@ def read_texts(path: str) -> list[dict]:
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise NLIDataError(f"{path}:{line_no}: invalid JSON ({e})") from e
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
+            obj = _json_object(path, line_no, line)
+            if not isinstance(obj.get("text"), str) or not obj["text"].strip():
                 raise NLIDataError(f"{path}:{line_no}: expected an object with a non-empty string 'text'")
             if "text_pair" in obj and not isinstance(obj["text_pair"], str):
                 raise NLIDataError(f"{path}:{line_no}: 'text_pair' must be a string")
@@ -184,12 +184,7 @@ def cmd_predict_choices(args: argparse.Namespace) -> int:
         for line_no, line in _lines(args.input):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise NLIDataError(f"{args.input}:{line_no}: invalid JSON ({e})") from e
-            if not isinstance(obj, dict):
-                raise NLIDataError(f"{args.input}:{line_no}: expected a JSON object")
+            obj = _json_object(args.input, line_no, line)
             context, endings, _ = parse_choice_row(Row(obj, f"{args.input}:{line_no}"), list(obj))
             if not isinstance(endings, list) or len(endings) < 2:
                 raise NLIDataError(f"{args.input}:{line_no}: needs two or more endings")

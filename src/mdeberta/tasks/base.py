@@ -116,11 +116,7 @@ class Task:
 
         cls, labels = HEADS[self.head], self.model_labels()
         if random_init:
-            config = (preset(model, vocab_size=len(tokenizer), **labels) if model in PRESETS
-                      else DebertaConfig.from_pretrained(model).replace(**labels))
-            check_vocab(config, tokenizer, model)
-            logger.info("random init: %s architecture, no pretrained weights", model)
-            return cls(config)
+            return random_init_model(cls, model, tokenizer, labels)
         if model in PRESETS and not Path(model).exists():
             raise CheckpointError(f"{model!r} is a preset name, not a checkpoint; pass --random-init to train it "
                                   "from scratch, or a model folder / hub id")
@@ -166,6 +162,16 @@ def add_text_task_arguments(p: argparse.ArgumentParser, training: bool = True) -
     p.add_argument("--class-weights", default=None,
                    help="text-classification: 'balanced' (n / (k x count); multi-label: negatives / positives) or "
                         "one weight per label, comma-separated")
+
+
+def random_init_model(cls: type, model: str, tokenizer: Any, labels: dict[str, Any]) -> Any:
+    """``cls`` with the architecture of ``model`` (a preset name or a folder) and ``labels``, untrained: the
+    no-pretraining baseline."""
+    config = (preset(model, vocab_size=len(tokenizer), **labels) if model in PRESETS
+              else DebertaConfig.from_pretrained(model).replace(**labels))
+    check_vocab(config, tokenizer, model)
+    logger.info("random init: %s architecture, no pretrained weights", model)
+    return cls(config)
 
 
 def check_vocab(config: DebertaConfig, tokenizer: Any, model: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from mdeberta.config import PRESETS, DebertaConfig, preset
+from mdeberta.config import PRESETS, DebertaConfig
 from mdeberta.data.nli import (
     ID2LABEL,
     LABEL2ID,
@@ -27,7 +27,7 @@ from mdeberta.data.nli import (
     read_nli_file,
 )
 from mdeberta.errors import CheckpointError
-from mdeberta.tasks.base import Task, check_vocab, run_batches
+from mdeberta.tasks.base import Task, check_vocab, random_init_model, run_batches
 
 logger = logging.getLogger("mdeberta.finetune")
 
@@ -69,13 +69,7 @@ def load_model_for_nli(model: str, tokenizer: Any, random_init: bool = False) ->
 
     labels = {"num_labels": len(LABELS), "id2label": dict(ID2LABEL), "label2id": dict(LABEL2ID)}
     if random_init:
-        if model in PRESETS:
-            config = preset(model, vocab_size=len(tokenizer), **labels)
-        else:
-            config = DebertaConfig.from_pretrained(model).replace(**labels)
-        check_vocab(config, tokenizer, model)
-        logger.info("random init: %s architecture, no pretrained weights", model)
-        return DebertaForSequenceClassification(config)
+        return random_init_model(DebertaForSequenceClassification, model, tokenizer, labels)
     if model in PRESETS and not Path(model).exists():
         raise CheckpointError(f"{model!r} is a preset name, not a checkpoint; pass --random-init to train it "
                               "from scratch, or a model folder / hub id")
