@@ -118,23 +118,28 @@ def test_nli_server_answers_like_the_python_api_and_batches(tiny_classifier):
 def test_limits_full_queue_and_graceful_shutdown(tiny_classifier):
     long_text = " ".join(["the cat and the dog"] * 6)  # > 16 tokens, < 400 bytes
     with server(tiny_classifier, "--max-body-bytes", "400", "--max-seq-length", "16", "--truncation", "refuse",
-                "--max-queue", "2", "--max-wait-ms", "1500") as (url, proc):
+                "--max-queue", "2") as (url, _):
         assert httpx.post(f"{url}/v1/classify", json={"text": "x" * 500}).status_code == 413  # the body limit
         refused = httpx.post(f"{url}/v1/classify", json={"text": long_text})
         assert refused.status_code == 413 and "the model's window is 16" in refused.json()["detail"]
         busy = httpx.post(f"{url}/v1/zero-shot", json={"text": "a cat", "candidate_labels": ["a", "b", "c"],
                                                        "hypothesis_template": "{}"})
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"  # 3 rows > a queue of 2
-        # A request waiting in the batcher (max-wait 1.5 s) when SIGTERM arrives still gets its answer.
+    # Graceful shutdown: a request whose 400 rows are still being run one batch of one row at a time when SIGTERM
+    # arrives gets its whole answer; then the process ends.
+    labels = [f"label {i}" for i in range(400)]
+    with server(tiny_classifier, "--max-batch-size", "1") as (url, proc):
         answer: dict = {}
         thread = threading.Thread(target=lambda: answer.update(r=httpx.post(
-            f"{url}/v1/classify", json={"text": "a cat.", "text_pair": "there is a cat."}, timeout=60)))
+            f"{url}/v1/zero-shot", json={"text": "a cat.", "candidate_labels": labels}, timeout=120)))
         thread.start()
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        thread.join(timeout=60)
-        assert answer["r"].status_code == 200 and answer["r"].json()["label"] in ("entailment", "neutral",
-                                                                                  "contradiction")
+        deadline = time.monotonic() + 60
+        while "mdeberta_batch_rows_count 0" in httpx.get(f"{url}/metrics").text.replace("{}", ""):
+            assert time.monotonic() < deadline, "the request never reached the model"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # the model is running the request's rows
+        thread.join(timeout=120)
+        assert answer["r"].status_code == 200 and len(answer["r"].json()["scores"]) == 400
         # After finishing, uvicorn re-raises the signal (what process managers expect): killed by SIGTERM, not crashed.
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
 

@@ -54,7 +54,8 @@ class FinetuneResult:
 
 # --------------------------------------------------------------------------- model
 # Arguments that may change on --resume: logging, evaluation and reporting only (the training is the same).
-RESUME_SAFE = ("eval_every", "eval_batch_size", "languages", "split", "eval_dir", "max_eval_examples", "name")
+RESUME_SAFE = ("eval_every", "eval_batch_size", "languages", "split", "eval_dir", "max_eval_examples", "name",
+               "metric")
 
 
 def check_schedule_arguments(args: argparse.Namespace) -> None:
