@@ -286,7 +286,7 @@ def test_a_run_folder_holds_one_run(setup, tmp_path, capsys, caplog):
     common = ["--max-steps", "4", "--num-workers", "0", "--save-every", "2"]
     assert main(_args(setup, out, *common, "--stop-after", "2")) == 0
     stored = (out / "run_config.json").read_text()
-    assert_cli_error(capsys, _args(setup, out, *common), r"--output .*run already exists .*--overwrite.*--resume")
+    assert_cli_error(capsys, _args(setup, out, *common), r"--output-dir .*run already exists .*--overwrite.*--resume")
     err = assert_cli_error(capsys, _args(setup, out, *common, "--resume", "--batch-size", "8", "--lr", "2e-3"),
                            r"--batch-size: 4 in the stored run, 8 now")
     assert "--lr: 0.001 in the stored run, 0.002 now" in err
@@ -309,10 +309,10 @@ def test_a_run_folder_holds_one_run(setup, tmp_path, capsys, caplog):
 
 
 def test_output_inside_or_equal_to_a_source_is_refused(setup, tmp_path, capsys):
-    assert_cli_error(capsys, _args(setup, Path(setup["tok"])), r"--output .* is the source")
-    assert_cli_error(capsys, _args(setup, Path(setup["corpus"]) / "run"), r"--output .* is inside the source")
+    assert_cli_error(capsys, _args(setup, Path(setup["tok"])), r"--output-dir .* is the source")
+    assert_cli_error(capsys, _args(setup, Path(setup["corpus"]) / "run"), r"--output-dir .* is inside the source")
     (tmp_path / "file").write_text("x")
-    assert_cli_error(capsys, _args(setup, tmp_path / "file"), r"--output .*file is a file, not a folder")
+    assert_cli_error(capsys, _args(setup, tmp_path / "file"), r"--output-dir .*file is a file, not a folder")
 
 
 def test_export_checkpoint_step_zero_is_the_initialization(setup, tmp_path):
