@@ -52,7 +52,7 @@ def test_no_weight_decay_on_bias_and_layernorm():
 def test_lazy_embedding_update_import_error_is_clear(monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "mdeberta.kernels.lazy_adamw", None)
+    monkeypatch.setitem(sys.modules, "mdeberta.train.lazy_adamw", None)
     with pytest.raises(ImportError, match="LazyAdamW"):
         build_optimizer(Tiny(), 1e-3, embedding_update="lazy")
     with pytest.raises(ValueError, match="allowed"):
