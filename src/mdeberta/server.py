@@ -275,13 +275,13 @@ class ServedModel:
         return [logits[i] for i in range(len(rows))]
 
     # request -> rows, outputs -> answer (the same steps as the Python API)
-    def encode(self, text: str, text_pair: "str | None" = None) -> tuple[list[int], bool]:
-        """(ids truncated to the window, whether anything was cut)."""
+    def encode(self, text: str, text_pair: "str | None" = None) -> tuple[list[int], int]:
+        """(ids truncated to the window, the untruncated length): tokenized once unless it has to be cut."""
         full = self.tokenizer(text, text_pair)["input_ids"]
         if len(full) <= self.max_seq_length:
-            return full, False
+            return full, len(full)
         cut = self.tokenizer(text, text_pair, truncation="longest_first", max_length=self.max_seq_length)
-        return cut["input_ids"], True
+        return cut["input_ids"], len(full)
 
     def classification(self, logits: torch.Tensor) -> dict[str, Any]:
         from mdeberta.tasks.nli import NLITask
@@ -358,11 +358,14 @@ def create_app(served: ServedModel, config: ServerConfig | None = None) -> Any:
         except QueueFull as e:
             raise HTTPException(503, f"server busy: {e}; retry later", headers={"Retry-After": "1"}) from None
 
-    def window_check(truncated: bool, n_tokens: int) -> None:
+    def window_check(n_tokens: int) -> bool:
+        """Whether the input was cut to the window; refused (413) instead with --truncation refuse."""
+        truncated = n_tokens > served.max_seq_length
         if truncated and config.truncation == "refuse":
             raise HTTPException(413, f"the input is {n_tokens} tokens; the model's window is "
                                      f"{served.max_seq_length} (this server refuses longer inputs; "
                                      "--truncation truncate cuts them)")
+        return truncated
 
     class ClassifyRequest(BaseModel):
         text: str = Field(min_length=1, description="the text (NLI: the premise)")
@@ -384,8 +387,8 @@ def create_app(served: ServedModel, config: ServerConfig | None = None) -> Any:
     @app.post("/v1/classify")
     async def classify(body: ClassifyRequest) -> dict[str, Any]:
         require(("nli", "text-classification", "regression"), "/v1/classify")
-        ids, truncated = served.encode(body.text, body.text_pair)
-        window_check(truncated, len(served.tokenizer(body.text, body.text_pair)["input_ids"]))
+        ids, n_tokens = served.encode(body.text, body.text_pair)
+        truncated = window_check(n_tokens)
         (logits,) = await rows_out([ids])
         return {**served.classification(logits), "truncated": truncated}
 
@@ -401,8 +404,7 @@ def create_app(served: ServedModel, config: ServerConfig | None = None) -> Any:
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
         encoded = [served.encode(body.text, body.hypothesis_template.format(label)) for label in labels]
-        if any(t for _, t in encoded):
-            window_check(True, max(len(ids) for ids, _ in encoded))
+        truncated = window_check(max(n for _, n in encoded))
         logits = torch.stack(await rows_out([ids for ids, _ in encoded]))
         entail, contra = _entailment_and_contradiction_ids(served.model.config)
         if body.multi_label or len(labels) == 1:
@@ -411,7 +413,7 @@ def create_app(served: ServedModel, config: ServerConfig | None = None) -> Any:
             scores = logits[:, entail].softmax(-1).tolist()
         ranked = sorted(range(len(labels)), key=lambda i: -scores[i])
         return {"sequence": body.text, "labels": [labels[i] for i in ranked], "scores": [scores[i] for i in ranked],
-                "truncated": any(t for _, t in encoded)}
+                "truncated": truncated}
 
     @app.post("/v1/entities")
     async def entities(body: EntitiesRequest) -> dict[str, Any]:

@@ -139,9 +139,14 @@ class Task:
         """One line of a predictions file: enough to recompute every score."""
         raise NotImplementedError
 
+    def predict_dev(self, model: Any, batch_size: int) -> list[Any]:
+        """Predictions for the dev set; tasks whose ``predict`` encodes override this to reuse ``dev_features``
+        (encoded once in ``load_training``, not again at every evaluation)."""
+        return self.predict(model, self.dev, batch_size)
+
     def evaluate(self, model: Any, batch_size: int, env: Any = None) -> dict[str, float]:
         """Scores on the dev set (every rank computes them in full: dev sets are small, and equal on every rank)."""
-        return self.score(self.dev, self.predict(model, self.dev, batch_size))
+        return self.score(self.dev, self.predict_dev(model, batch_size))
 
 
 def add_text_task_arguments(p: argparse.ArgumentParser, training: bool = True) -> None:

@@ -142,8 +142,12 @@ class MultipleChoiceTask(Task):
         if unlabelled is not None:
             raise TextDataError(f"{unlabelled.where}: a dev example without a label")
 
-    def predict(self, model: Any, examples: Sequence[ChoiceExample], batch_size: int = 64) -> list[dict[str, Any]]:
-        features = [{**f, "label": None} for f in self.encode(examples)]
+    def predict_dev(self, model: Any, batch_size: int) -> list[dict[str, Any]]:
+        return self.predict(model, self.dev, batch_size, self.dev_features)
+
+    def predict(self, model: Any, examples: Sequence[ChoiceExample], batch_size: int = 64,
+                features: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        features = [{**f, "label": None} for f in (features if features is not None else self.encode(examples))]
         out: list[Any] = [None] * len(features)
         for idx, result in run_batches(model, features, collate_choices, batch_size, self.tokenizer.pad_token_id):
             for i, row in zip(idx, result.logits.float().softmax(-1).tolist()):

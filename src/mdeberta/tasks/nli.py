@@ -96,9 +96,17 @@ def nli_logits(model: Any, tokenizer: Any, examples: Sequence[NLIExample], batch
     """(N, num_labels) float32 logits in the order of ``examples`` (the model's own output order)."""
     if not examples:
         return torch.zeros((0, model.config.num_labels))
-    features = [{**f, "label": None} for f in encode_examples(tokenizer, examples, max_length)]
+    return feature_logits(model, encode_examples(tokenizer, examples, max_length), batch_size, tokenizer.pad_token_id,
+                          bf16, progress)
+
+
+@torch.no_grad()
+def feature_logits(model: Any, features: Sequence[dict[str, Any]], batch_size: int = 64, pad_token_id: int = 0,
+                   bf16: bool = False, progress: bool = False) -> torch.Tensor:
+    """(N, num_labels) logits of already encoded features, in their order."""
+    features = [{**f, "label": None} for f in features]
     out = torch.empty((len(features), model.config.num_labels))
-    for idx, result in run_batches(model, features, collate, batch_size, tokenizer.pad_token_id, bf16=bf16,
+    for idx, result in run_batches(model, features, collate, batch_size, pad_token_id, bf16=bf16,
                                    progress=progress):
         out[torch.tensor(idx)] = result.logits.float().cpu()
     return out
@@ -148,6 +156,10 @@ class NLITask(Task):
         order = nli_output_order(model.config)
         logits = nli_logits(model, self.tokenizer, examples, batch_size, self.options.max_seq_length)
         return logits[:, order].argmax(-1).tolist()
+
+    def predict_dev(self, model: Any, batch_size: int) -> list[int]:
+        logits = feature_logits(model, self.dev_features, batch_size, self.tokenizer.pad_token_id)
+        return logits[:, nli_output_order(model.config)].argmax(-1).tolist()
 
     def score(self, examples: Sequence[NLIExample], predictions: Sequence[int]) -> dict[str, float]:
         from mdeberta.tasks.metrics import accuracy

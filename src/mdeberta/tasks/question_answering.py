@@ -66,8 +66,11 @@ class QuestionAnsweringTask(Task):
         o = self.options
         train = [e for f in train_files for e in self.read(f, "train")][:o.max_train_examples]
         self.dev = [e for f in dev_files or [] for e in self.read(f, "validation")][:o.max_dev_examples]
+        from mdeberta.data.qa import encode_qa
+
         self.train_features = self.encode(train, train=True)
-        self.dev_features = self.encode(self.dev)
+        self.dev_encoded = encode_qa(self.tokenizer, self.dev, o.max_seq_length, o.doc_stride)
+        self.dev_features = [{"input_ids": f.input_ids} for f in self.dev_encoded]
         logger.info("train: %d questions in %d windows (%d without the answer); dev: %d questions", len(train),
                     len(self.train_features), sum(f["start_positions"] == 0 for f in self.train_features),
                     len(self.dev))
@@ -82,6 +85,10 @@ class QuestionAnsweringTask(Task):
 
         encoded = encode_qa(self.tokenizer, examples, self.options.max_seq_length, self.options.doc_stride)
         return answer_questions(model, self.tokenizer, list(examples), encoded, batch_size,
+                                self.options.max_answer_length)
+
+    def predict_dev(self, model: Any, batch_size: int) -> list[dict[str, Any]]:
+        return answer_questions(model, self.tokenizer, self.dev, self.dev_encoded, batch_size,
                                 self.options.max_answer_length)
 
     def score(self, examples: Sequence[Any], predictions: Sequence[dict[str, Any]],

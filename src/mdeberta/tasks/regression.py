@@ -48,19 +48,22 @@ class RegressionTask(TextClassificationTask):
         task.labels = ["value"]
         return task
 
-    def probabilities(self, model: Any, examples: Sequence[TextExample], batch_size: int = 64) -> torch.Tensor:
+    def probabilities(self, model: Any, examples: Sequence[TextExample], batch_size: int = 64,
+                      features: Sequence[dict[str, Any]] | None = None) -> torch.Tensor:
         """(N, 1) predicted values (the head's output as is)."""
         from mdeberta.tasks.base import run_batches
         from mdeberta.tasks.text_classification import collate, encode_texts
 
-        features = encode_texts(self.tokenizer, examples, self.options.max_seq_length)
+        if features is None:
+            features = encode_texts(self.tokenizer, examples, self.options.max_seq_length)
         out = torch.empty((len(features), 1))
         for idx, result in run_batches(model, features, collate, batch_size, self.tokenizer.pad_token_id):
             out[torch.tensor(idx)] = result.logits.float().cpu()
         return out
 
-    def predict(self, model: Any, examples: Sequence[TextExample], batch_size: int = 64) -> list[dict[str, Any]]:
-        return [{"value": v} for v in self.probabilities(model, examples, batch_size)[:, 0].tolist()]
+    def predict(self, model: Any, examples: Sequence[TextExample], batch_size: int = 64,
+                features: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        return [{"value": v} for v in self.probabilities(model, examples, batch_size, features)[:, 0].tolist()]
 
     def score(self, examples: Sequence[TextExample], predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
         from mdeberta.tasks.metrics import regression_scores

@@ -338,17 +338,24 @@ class TextClassificationTask(Task):
         return task
 
     # ------------------------------------------------------------------ evaluation
-    def probabilities(self, model: Any, examples: Sequence[TextExample], batch_size: int = 64) -> torch.Tensor:
-        """(N, labels): softmax, or per-label sigmoid for multi-label models."""
-        features = encode_texts(self.tokenizer, examples, self.options.max_seq_length)
+    def probabilities(self, model: Any, examples: Sequence[TextExample], batch_size: int = 64,
+                      features: Sequence[dict[str, Any]] | None = None) -> torch.Tensor:
+        """(N, labels): softmax, or per-label sigmoid for multi-label models (``features``: already encoded)."""
+        if features is None:
+            features = encode_texts(self.tokenizer, examples, self.options.max_seq_length)
+        features = [{**f, "label": None} for f in features]  # inputs only
         out = torch.empty((len(features), model.config.num_labels))
         for idx, result in run_batches(model, features, collate, batch_size, self.tokenizer.pad_token_id):
             logits = result.logits.float().cpu()
             out[torch.tensor(idx)] = logits.sigmoid() if self.multi_label else logits.softmax(-1)
         return out
 
-    def predict(self, model: Any, examples: Sequence[TextExample], batch_size: int = 64) -> list[dict[str, Any]]:
-        probs = self.probabilities(model, examples, batch_size)
+    def predict_dev(self, model: Any, batch_size: int) -> list[dict[str, Any]]:
+        return self.predict(model, self.dev, batch_size, self.dev_features)
+
+    def predict(self, model: Any, examples: Sequence[TextExample], batch_size: int = 64,
+                features: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        probs = self.probabilities(model, examples, batch_size, features)
         results = []
         for row in probs.tolist():
             if self.multi_label:

@@ -65,6 +65,9 @@ class TokenClassificationTask(Task):
     def encode(self, examples: Sequence[Any]) -> list[dict[str, Any]]:
         return [_feature(f) for f in self._encoded(examples)]
 
+    def predict_dev(self, model: Any, batch_size: int) -> list[list[str]]:
+        return predict_tags(model, self.tokenizer, self.dev_encoded, [len(s.tokens) for s in self.dev], batch_size)
+
     def _encoded(self, examples: Sequence[Any]) -> list:
         from mdeberta.data.ner import encode_tagged
 
@@ -79,7 +82,9 @@ class TokenClassificationTask(Task):
         self.labels = self._labels(o.model, train, label_list)
         self.label2id = {t: i for i, t in enumerate(self.labels)}
         check_labels(train + self.dev, self.label2id)
-        self.train_features, self.dev_features = self.encode(train), self.encode(self.dev)
+        self.train_features = self.encode(train)
+        self.dev_encoded = self._encoded(self.dev)
+        self.dev_features = [_feature(f) for f in self.dev_encoded]
         logger.info("train: %d sentences, dev: %d; labels %s", len(train), len(self.dev), self.labels)
         self.info = {"train_file": [str(f) for f in train_files], "train_examples": len(train),
                      "labels": self.labels}
