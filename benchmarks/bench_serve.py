@@ -76,7 +76,7 @@ def start(cmd: list[str], port: int) -> subprocess.Popen:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False).status_code == 200:
                 return proc
         except httpx.TransportError:
             time.sleep(0.3)
@@ -93,7 +93,7 @@ async def load(url: str, text: str, concurrency: int, requests: int) -> dict:
     queue: asyncio.Queue = asyncio.Queue()
     for _ in range(requests):
         queue.put_nowait(text)
-    async with httpx.AsyncClient(timeout=300) as client:
+    async with httpx.AsyncClient(timeout=300, trust_env=False) as client:
         await client.post(f"{url}/v1/classify", json={"text": text})  # warm-up
 
         async def worker() -> None:

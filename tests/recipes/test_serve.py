@@ -23,6 +23,9 @@ pytest.importorskip("uvicorn", reason="mdeberta serve needs uvicorn (the 'serve'
 
 from mdeberta.cli import main  # noqa: E402
 
+# Loopback only: never through a proxy the environment may name (HTTP_PROXY and friends).
+http = httpx.Client(trust_env=False, timeout=60)
+
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
@@ -43,7 +46,7 @@ def server(model, *flags):
     deadline = time.monotonic() + 120
     while True:
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if http.get(f"{url}/health", timeout=2).status_code == 200:
                 break
         except httpx.TransportError:
             pass
@@ -71,13 +74,13 @@ def test_nli_server_answers_like_the_python_api_and_batches(tiny_classifier):
     expected = classify_pairs(model, tokenizer, pairs)
     zero_shot = ZeroShotClassifier(model, tokenizer)("the cat sat on the book.", ["animal", "car", "music"])
     with server(tiny_classifier, "--max-wait-ms", "50") as (url, _):
-        health = httpx.get(f"{url}/health").json()
+        health = http.get(f"{url}/health").json()
         assert health["task"] == "nli" and health["status"] == "ok"
-        alone = [httpx.post(f"{url}/v1/classify", json={"text": p, "text_pair": h}).json() for p, h in pairs]
+        alone = [http.post(f"{url}/v1/classify", json={"text": p, "text_pair": h}).json() for p, h in pairs]
         for got, want in zip(alone, expected):
             assert got["label"] == want.label and not got["truncated"]
             assert got["scores"] == pytest.approx(want.probabilities, abs=1e-5)
-        answer = httpx.post(f"{url}/v1/zero-shot", json={"text": "the cat sat on the book.",
+        answer = http.post(f"{url}/v1/zero-shot", json={"text": "the cat sat on the book.",
                                                            "candidate_labels": ["animal", "car", "music"]}).json()
         assert answer["labels"] == zero_shot["labels"]
         assert answer["scores"] == pytest.approx(zero_shot["scores"], abs=1e-5)
@@ -86,7 +89,7 @@ def test_nli_server_answers_like_the_python_api_and_batches(tiny_classifier):
 
         def call(i: int) -> None:
             p, h = pairs[i % len(pairs)]
-            results[i] = httpx.post(f"{url}/v1/classify", json={"text": p, "text_pair": h}, timeout=60).json()
+            results[i] = http.post(f"{url}/v1/classify", json={"text": p, "text_pair": h}, timeout=60).json()
 
         threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
         for t in threads:
@@ -96,7 +99,7 @@ def test_nli_server_answers_like_the_python_api_and_batches(tiny_classifier):
         for i, got in results.items():
             assert got["label"] == alone[i % len(pairs)]["label"]
             assert got["scores"] == pytest.approx(alone[i % len(pairs)]["scores"], abs=1e-5)
-        metrics = httpx.get(f"{url}/metrics").text
+        metrics = http.get(f"{url}/metrics").text
         assert 'mdeberta_requests_total{endpoint="/v1/classify",status="200"} 20' in metrics
         single = int(next(line.split()[-1] for line in metrics.splitlines()
                           if line.startswith('mdeberta_batch_rows_bucket{le="1"}')))
@@ -104,25 +107,25 @@ def test_nli_server_answers_like_the_python_api_and_batches(tiny_classifier):
                          if line.startswith("mdeberta_batch_rows_count")))
         assert total < 20 and single < total  # 20 requests in fewer batches: some batch held several rows
         # Bad input: 422 naming the field; the wrong endpoint for this model: 404 naming what it serves.
-        missing = httpx.post(f"{url}/v1/classify", json={"txt": "x"})
+        missing = http.post(f"{url}/v1/classify", json={"txt": "x"})
         assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "text"]
-        wrong_type = httpx.post(f"{url}/v1/zero-shot", json={"text": "x", "candidate_labels": "a"})
+        wrong_type = http.post(f"{url}/v1/zero-shot", json={"text": "x", "candidate_labels": "a"})
         assert wrong_type.status_code == 422 and "candidate_labels" in wrong_type.json()["detail"][0]["loc"]
-        bad_json = httpx.post(f"{url}/v1/classify", content=b"{bad", headers={"content-type": "application/json"})
+        bad_json = http.post(f"{url}/v1/classify", content=b"{bad", headers={"content-type": "application/json"})
         assert bad_json.status_code == 422 and bad_json.json()["detail"][0]["msg"] == "JSON decode error"
-        other = httpx.post(f"{url}/v1/entities", json={"text": "x"})
+        other = http.post(f"{url}/v1/entities", json={"text": "x"})
         assert other.status_code == 404 and "serves /v1/classify and /v1/zero-shot" in other.json()["detail"]
-        assert "/v1/classify" in httpx.get(f"{url}/openapi.json").json()["paths"]
+        assert "/v1/classify" in http.get(f"{url}/openapi.json").json()["paths"]
 
 
 def test_limits_full_queue_and_graceful_shutdown(tiny_classifier):
     long_text = " ".join(["the cat and the dog"] * 6)  # > 16 tokens, < 400 bytes
     with server(tiny_classifier, "--max-body-bytes", "400", "--max-seq-length", "16", "--truncation", "refuse",
                 "--max-queue", "2") as (url, _):
-        assert httpx.post(f"{url}/v1/classify", json={"text": "x" * 500}).status_code == 413  # the body limit
-        refused = httpx.post(f"{url}/v1/classify", json={"text": long_text})
+        assert http.post(f"{url}/v1/classify", json={"text": "x" * 500}).status_code == 413  # the body limit
+        refused = http.post(f"{url}/v1/classify", json={"text": long_text})
         assert refused.status_code == 413 and "the model's window is 16" in refused.json()["detail"]
-        busy = httpx.post(f"{url}/v1/zero-shot", json={"text": "a cat", "candidate_labels": ["a", "b", "c"],
+        busy = http.post(f"{url}/v1/zero-shot", json={"text": "a cat", "candidate_labels": ["a", "b", "c"],
                                                        "hypothesis_template": "{}"})
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"  # 3 rows > a queue of 2
     # Graceful shutdown: a request whose 400 rows are still being run one batch of one row at a time when SIGTERM
@@ -130,11 +133,11 @@ def test_limits_full_queue_and_graceful_shutdown(tiny_classifier):
     labels = [f"label {i}" for i in range(400)]
     with server(tiny_classifier, "--max-batch-size", "1") as (url, proc):
         answer: dict = {}
-        thread = threading.Thread(target=lambda: answer.update(r=httpx.post(
+        thread = threading.Thread(target=lambda: answer.update(r=http.post(
             f"{url}/v1/zero-shot", json={"text": "a cat.", "candidate_labels": labels}, timeout=120)))
         thread.start()
         deadline = time.monotonic() + 60
-        while "mdeberta_batch_rows_count 0" in httpx.get(f"{url}/metrics").text.replace("{}", ""):
+        while "mdeberta_batch_rows_count 0" in http.get(f"{url}/metrics").text.replace("{}", ""):
             assert time.monotonic() < deadline, "the request never reached the model"
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)  # the model is running the request's rows
@@ -165,7 +168,7 @@ def test_entities_answers_and_text_classification(tagging_backbone, tmp_path):
     text = "yesterday anna smith went to oslo and met carla in lima " * 12  # longer than one 32-token window
     tagger = TokenClassifier.from_pretrained(tmp_path / "ner" / "final", device="cpu", max_length=32, stride=8)
     with server(tmp_path / "ner" / "final", "--max-seq-length", "32") as (url, _):
-        got = httpx.post(f"{url}/v1/entities", json={"text": text}).json()
+        got = http.post(f"{url}/v1/entities", json={"text": text}).json()
     assert got["windows"] > 1
     want = tagger(text)
     assert [(e["label"], e["start"], e["end"]) for e in got["entities"]] == [
@@ -175,15 +178,15 @@ def test_entities_answers_and_text_classification(tagging_backbone, tmp_path):
     question, context = "where is anna ?", "anna went to oslo with bruno and carla went to lima"
     want = QuestionAnswerer.from_pretrained(tmp_path / "qa" / "final", device="cpu")(question, context)
     with server(tmp_path / "qa" / "final") as (url, _):
-        got = httpx.post(f"{url}/v1/answer", json={"question": question, "context": context}).json()
+        got = http.post(f"{url}/v1/answer", json={"question": question, "context": context}).json()
     assert (got["answer"], got["start"], got["end"]) == (want["answer"], want["start"], want["end"])
     assert got["score"] == pytest.approx(want["score"], abs=1e-4)
 
     texts = ["anna went to oslo", "the a went", "lima and paris"]
     want = TextClassifier.from_pretrained(tmp_path / "tc" / "final", device="cpu")(texts)
     with server(tmp_path / "tc" / "final", "--max-seq-length", "16") as (url, _):
-        got = [httpx.post(f"{url}/v1/classify", json={"text": t}).json() for t in texts]
-        long = httpx.post(f"{url}/v1/classify", json={"text": " ".join(["anna"] * 40)}).json()
+        got = [http.post(f"{url}/v1/classify", json={"text": t}).json() for t in texts]
+        long = http.post(f"{url}/v1/classify", json={"text": " ".join(["anna"] * 40)}).json()
     assert [g["label"] for g in got] == [w["label"] for w in want]
     assert got[0]["scores"] == pytest.approx(want[0]["scores"], abs=1e-5)
     assert long["truncated"] is True  # --truncation truncate (the default) says so
