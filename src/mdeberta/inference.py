@@ -136,7 +136,7 @@ class ZeroShotClassifier:
         multi_label: bool = False,
     ) -> torch.Tensor:
         """(num_sequences, num_labels) scores in the order of ``candidate_labels``."""
-        labels = _check_labels(candidate_labels)
+        labels = check_candidate_labels(candidate_labels)
         if "{}" not in hypothesis_template:
             raise ValueError(f"hypothesis_template must contain '{{}}' for the label, got {hypothesis_template!r}")
         if not sequences or any(not isinstance(s, str) or not s.strip() for s in sequences):
@@ -144,11 +144,7 @@ class ZeroShotClassifier:
         hypotheses = [hypothesis_template.format(label) for label in labels]
         examples = [NLIExample(seq, hyp, None) for seq in sequences for hyp in hypotheses]
         logits = predict_logits(self.model, self.tokenizer, examples, self.batch_size, self.max_length)
-        logits = logits.view(len(sequences), len(labels), -1)
-        if multi_label or len(labels) == 1:
-            pair = logits[..., [self.contradiction_id, self.entailment_id]]
-            return pair.softmax(-1)[..., 1]
-        return logits[..., self.entailment_id].softmax(-1)
+        return zero_shot_scores(logits.view(len(sequences), len(labels), -1), self.model.config, multi_label)
 
     def __call__(
         self, sequences: str | Sequence[str], candidate_labels: str | Sequence[str],
@@ -157,7 +153,7 @@ class ZeroShotClassifier:
         """Like the transformers pipeline: per sequence ``{"sequence", "labels", "scores"}``, best label first."""
         single = isinstance(sequences, str)
         seqs = [sequences] if single else list(sequences)
-        labels = _check_labels(candidate_labels)
+        labels = check_candidate_labels(candidate_labels)
         scores = self.scores(seqs, labels, hypothesis_template, multi_label)
         results = []
         for seq, row in zip(seqs, scores.tolist()):
@@ -330,7 +326,17 @@ class QuestionAnswerer:
         return {"answer": best["text"], "start": best["start"], "end": best["end"], "score": best["score"]}
 
 
-def _check_labels(candidate_labels: str | Sequence[str]) -> list[str]:
+def zero_shot_scores(logits: torch.Tensor, config: Any, multi_label: bool = False) -> torch.Tensor:
+    """(sequences, labels) scores from the NLI logits (sequences, labels, classes) of each (text, hypothesis) pair:
+    softmax over the labels' entailment logits, or (multi-label, or one label) per label the entailment
+    probability against contradiction (transformers' zero-shot pipeline)."""
+    entail, contra = _entailment_and_contradiction_ids(config)
+    if multi_label or logits.shape[1] == 1:
+        return logits[..., [contra, entail]].softmax(-1)[..., 1]
+    return logits[..., entail].softmax(-1)
+
+
+def check_candidate_labels(candidate_labels: str | Sequence[str]) -> list[str]:
     if isinstance(candidate_labels, str):
         candidate_labels = [s.strip() for s in candidate_labels.split(",")]
     labels = [s for s in candidate_labels if isinstance(s, str) and s.strip()]

@@ -297,12 +297,7 @@ class ServedModel:
             probs = logits.softmax(-1)[nli_output_order(self.model.config)].tolist()
             return {"label": LABELS[max(range(3), key=probs.__getitem__)],
                     "scores": {name: round(p, 6) for name, p in zip(LABELS, probs)}}
-        row = (logits.sigmoid() if task.multi_label else logits.softmax(-1)).tolist()
-        if task.multi_label:
-            label: Any = [lab for lab, p in zip(task.labels, row) if p >= task.options.threshold]
-        else:
-            label = task.labels[max(range(len(row)), key=row.__getitem__)]
-        return {"label": label, "scores": {lab: round(p, 6) for lab, p in zip(task.labels, row)}}
+        return task.answer(task.probabilities_of(logits).tolist())
 
 
 # --------------------------------------------------------------------------- the HTTP app
@@ -395,22 +390,18 @@ def create_app(served: ServedModel, config: ServerConfig | None = None) -> Any:
     @app.post("/v1/zero-shot")
     async def zero_shot(body: ZeroShotRequest) -> dict[str, Any]:
         require(("nli",), "/v1/zero-shot")
-        from mdeberta.inference import _check_labels, _entailment_and_contradiction_ids
+        from mdeberta.inference import check_candidate_labels, zero_shot_scores
 
         if "{}" not in body.hypothesis_template:
             raise HTTPException(422, "hypothesis_template must contain '{}' for the label")
         try:
-            labels = _check_labels(body.candidate_labels)
+            labels = check_candidate_labels(body.candidate_labels)
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
         encoded = [served.encode(body.text, body.hypothesis_template.format(label)) for label in labels]
         truncated = window_check(max(n for _, n in encoded))
         logits = torch.stack(await rows_out([ids for ids, _ in encoded]))
-        entail, contra = _entailment_and_contradiction_ids(served.model.config)
-        if body.multi_label or len(labels) == 1:
-            scores = logits[:, [contra, entail]].softmax(-1)[:, 1].tolist()
-        else:
-            scores = logits[:, entail].softmax(-1).tolist()
+        scores = zero_shot_scores(logits[None], served.model.config, body.multi_label)[0].tolist()
         ranked = sorted(range(len(labels)), key=lambda i: -scores[i])
         return {"sequence": body.text, "labels": [labels[i] for i in ranked], "scores": [scores[i] for i in ranked],
                 "truncated": truncated}

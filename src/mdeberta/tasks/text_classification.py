@@ -346,8 +346,7 @@ class TextClassificationTask(Task):
         features = [{**f, "label": None} for f in features]  # inputs only
         out = torch.empty((len(features), model.config.num_labels))
         for idx, result in run_batches(model, features, collate, batch_size, self.tokenizer.pad_token_id):
-            logits = result.logits.float().cpu()
-            out[torch.tensor(idx)] = logits.sigmoid() if self.multi_label else logits.softmax(-1)
+            out[torch.tensor(idx)] = self.probabilities_of(result.logits.float().cpu())
         return out
 
     def predict_dev(self, model: Any, batch_size: int) -> list[dict[str, Any]]:
@@ -355,15 +354,20 @@ class TextClassificationTask(Task):
 
     def predict(self, model: Any, examples: Sequence[TextExample], batch_size: int = 64,
                 features: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-        probs = self.probabilities(model, examples, batch_size, features)
-        results = []
-        for row in probs.tolist():
-            if self.multi_label:
-                label: Any = [lab for lab, p in zip(self.labels, row) if p >= self.options.threshold]
-            else:
-                label = self.labels[max(range(len(row)), key=row.__getitem__)]
-            results.append({"label": label, "scores": {lab: round(p, 6) for lab, p in zip(self.labels, row)}})
-        return results
+        return [self.answer(row) for row in self.probabilities(model, examples, batch_size, features).tolist()]
+
+    def answer(self, probabilities: Sequence[float]) -> dict[str, Any]:
+        """One text's label(s) and per-label scores from its probabilities (also what ``mdeberta serve`` returns)."""
+        row = list(probabilities)
+        if self.multi_label:
+            label: Any = [lab for lab, p in zip(self.labels, row) if p >= self.options.threshold]
+        else:
+            label = self.labels[max(range(len(row)), key=row.__getitem__)]
+        return {"label": label, "scores": {lab: round(p, 6) for lab, p in zip(self.labels, row)}}
+
+    def probabilities_of(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits -> probabilities: per-label sigmoid (multi-label) or softmax."""
+        return logits.sigmoid() if self.multi_label else logits.softmax(-1)
 
     def score(self, examples: Sequence[TextExample], predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
         from mdeberta.tasks import metrics
