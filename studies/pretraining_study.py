@@ -1,7 +1,9 @@
 """Does pretraining help? The whole study of RESULTS.md in one resumable script.
 
 For each corpus (``en``: the English-only ../shared corpus_en with an 8k tokenizer; ``multi``: the 15-language
-corpus with a 16k tokenizer) it pretrains the same architecture with every objective at equal tokens
+corpus with a 16k tokenizer; ``nli``: the in-domain arm, only the premises and hypotheses of the 18k English NLI
+training pairs, with ``en``'s tokenizer and random-init runs, the self-pretraining setting of Krishna et al., ACL 2023)
+it pretrains the same architecture with every objective at equal tokens
 
 * ``gdes`` / ``es`` / ``none``: RTD with gradient-disentangled / plain / no embedding sharing (``mdeberta pretrain``)
 * ``mlm``: the MLM baseline (``mdeberta pretrain --objective mlm``)
@@ -35,7 +37,32 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OBJECTIVES = ("gdes", "es", "none", "mlm", "reference")
-CORPORA = {"en": ("corpus_en", 8000), "multi": ("corpus", 16000)}
+CORPORA = {"en": ("corpus_en", 8000), "multi": ("corpus", 16000), "nli": (None, None)}
+NLI_TRAIN = ("mnli_train_subset_8999.tsv.gz", "snli_train_subset_8999.tsv.gz")
+
+
+def write_in_domain_corpus(shared: Path, target: Path) -> Path:
+    """The ``nli`` corpus: every distinct premise and hypothesis of the English NLI training pairs, one per line
+    (never a dev or test sentence), written once as ``target/en.txt.gz``; pretraining packs and shuffles them."""
+    path = target / "en.txt.gz"
+    if path.exists():
+        return target
+    import csv
+    import gzip
+
+    seen: dict[str, None] = {}
+    for name in NLI_TRAIN:
+        with gzip.open(shared / "data" / "nli_en" / name, "rt", encoding="utf-8", newline="") as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                for text in (row["premise"], row["hypothesis"]):
+                    if text.strip():
+                        seen.setdefault(text.strip())
+    target.mkdir(parents=True, exist_ok=True)
+    partial = target / "en.txt.gz.partial"
+    with gzip.open(partial, "wt", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in seen)
+    partial.replace(path)
+    return target
 
 
 @dataclass
@@ -55,18 +82,21 @@ def mdeberta(*args: str) -> list[str]:
 def plan(a: argparse.Namespace) -> list[Job]:
     shared, out = Path(a.shared), Path(a.output)
     nli = shared / "data" / "nli_en"
-    train = [str(nli / "mnli_train_subset_8999.tsv.gz"), str(nli / "snli_train_subset_8999.tsv.gz")]
+    train = [str(nli / name) for name in NLI_TRAIN]
     heldout = {"mnli": nli / "mnli_heldout_subset_1000.tsv.gz", "snli": nli / "snli_heldout_subset_1000.tsv.gz"}
     device = ["--device", a.device] if a.device else []
     jobs: list[Job] = []
     for corpus in a.corpora:
-        folder, vocab = CORPORA[corpus]
-        data = shared / "data" / folder
+        # the in-domain arm reuses en's tokenizer and random-init runs (same architecture, same pieces)
+        base = "en" if corpus == "nli" else corpus
+        folder, vocab = CORPORA[base]
         root = out / corpus
-        tok = root / "tokenizer"
-        jobs.append(Job(f"{corpus}/tokenizer", mdeberta(
-            "tokenizer", "train", "--input", str(data), "--output-dir", str(tok), "--vocab-size", str(vocab),
-            "--input-sentence-size", "300000", "--num-threads", "1"), tok / "spm.model"))
+        data = (write_in_domain_corpus(shared, root / "corpus") if corpus == "nli" and not a.dry_run
+                else root / "corpus" if corpus == "nli" else shared / "data" / folder)
+        tok = out / base / "tokenizer"
+        jobs.append(Job(f"{base}/tokenizer", mdeberta(
+            "tokenizer", "train", "--input", str(shared / "data" / folder), "--output-dir", str(tok),
+            "--vocab-size", str(vocab), "--input-sentence-size", "300000", "--num-threads", "1"), tok / "spm.model"))
         common = ["--data", str(data), "--tokenizer", str(tok), "--model-preset", a.preset, "--max-steps",
                   str(a.steps), "--batch-size", str(a.batch_size), "--max-seq-length", str(a.max_seq_length),
                   "--precision", a.precision, "--seed", str(a.pretrain_seed)]
@@ -87,15 +117,16 @@ def plan(a: argparse.Namespace) -> list[Job]:
                 sub = "model" if objective == "mlm" else "discriminator"
                 models[objective] = str(run / "export" / sub)
                 done = run / "export" / sub / "config.json"
-            jobs.append(Job(f"{corpus}/{objective}/pretrain", cmd, done, [f"{corpus}/tokenizer"]))
-        languages = "en" if corpus == "en" else "all"
+            jobs.append(Job(f"{corpus}/{objective}/pretrain", cmd, done, [f"{base}/tokenizer"]))
+        languages = "all" if corpus == "multi" else "en"
         for model in [*a.objectives, "random"]:
             source = (["--model", a.preset, "--random-init", "--tokenizer", str(tok)] if model == "random"
                       else ["--model", models[model], "--tokenizer", str(tok)])
-            deps = [f"{corpus}/tokenizer"] + ([] if model == "random" else [f"{corpus}/{model}/pretrain"])
+            deps = [f"{base}/tokenizer"] + ([] if model == "random" else [f"{corpus}/{model}/pretrain"])
+            owner = base if model == "random" else corpus  # whose folder (and job names) the runs live in
             for seed in a.seeds:
-                run = root / model / f"finetune-s{seed}"
-                jobs.append(Job(f"{corpus}/{model}/finetune-s{seed}", mdeberta(
+                run = out / owner / model / f"finetune-s{seed}"
+                jobs.append(Job(f"{owner}/{model}/finetune-s{seed}", mdeberta(
                     "xnli", *source, *device, "--seed", str(seed), "--train-file", *train,
                     "--eval-dir", str(shared / "data" / "xnli"), "--languages", languages,
                     "--max-seq-length", str(a.max_seq_length), "--learning-rate", str(a.finetune_lr),
@@ -105,18 +136,21 @@ def plan(a: argparse.Namespace) -> list[Job]:
                     deps))
                 for name, path in heldout.items():
                     target = run / f"eval-{name}"
-                    jobs.append(Job(f"{corpus}/{model}/finetune-s{seed}/{name}", mdeberta(
+                    jobs.append(Job(f"{owner}/{model}/finetune-s{seed}/{name}", mdeberta(
                         "evaluate", "--task", "nli", "--model", str(run / "best"), "--eval-file", str(path),
                         "--max-seq-length", str(a.max_seq_length), *device, "--output-dir", str(target),
                         "--overwrite"),
-                        target / "predictions.jsonl", [f"{corpus}/{model}/finetune-s{seed}"]))
+                        target / "predictions.jsonl", [f"{owner}/{model}/finetune-s{seed}"]))
             for features in ("pair", "sentences"):
-                target = root / model / f"probe-{features}.json"
-                jobs.append(Job(f"{corpus}/{model}/probe-{features}", mdeberta(
+                target = out / owner / model / f"probe-{features}.json"
+                jobs.append(Job(f"{owner}/{model}/probe-{features}", mdeberta(
                     "probe", *source, "--features", features, "--train-file", *train, "--eval-file",
                     *map(str, heldout.values()), "--max-seq-length", str(a.max_seq_length), "--output",
                     str(target), "--overwrite"), target, deps))
-    return jobs
+    unique: dict[str, Job] = {}
+    for job in jobs:  # corpora that share a tokenizer share its jobs
+        unique.setdefault(job.name, job)
+    return list(unique.values())
 
 
 def run_jobs(jobs: list[Job], parallel: int, dry_run: bool, logs: Path) -> list[str]:
@@ -168,11 +202,12 @@ def summarize(a: argparse.Namespace) -> None:
     rows, text = {}, ["# Pretraining study", ""]
     for corpus in a.corpora:
         root = out / corpus
+        random_root = out / ("en" if corpus == "nli" else corpus)
         text += [f"## {corpus}", "", "| model | XNLI en test per seed | mean ± sd | XNLI avg | MNLI held-out | "
                  "SNLI held-out | probe pair | probe sentences | en vs random: diff ± se (Welch t) |",
                  "|---|---|---:|---:|---:|---:|---:|---:|---|"]
         for model in ["random", *a.objectives]:
-            runs = [root / model / f"finetune-s{s}" for s in a.seeds]
+            runs = [(random_root if model == "random" else root) / model / f"finetune-s{s}" for s in a.seeds]
             runs = [r for r in runs if (r / "xnli_summary.json").exists()]
             if not runs:
                 continue
@@ -190,13 +225,13 @@ def summarize(a: argparse.Namespace) -> None:
                 held[name] = accs
             probes = {}
             for features in ("pair", "sentences"):
-                f = root / model / f"probe-{features}.json"
+                f = (random_root if model == "random" else root) / model / f"probe-{features}.json"
                 if f.exists():
                     layers = json.loads(f.read_text())["layers"]
                     probes[features] = max(v["eval"] for k, v in layers.items() if k != "all_layers")
             group = None
-            if model != "random" and (root / "random").exists():
-                baseline = [root / "random" / f"finetune-s{seed}" for seed in a.seeds]
+            if model != "random" and (random_root / "random").exists():
+                baseline = [random_root / "random" / f"finetune-s{seed}" for seed in a.seeds]
                 baseline = [str(b) for b in baseline if (b / "xnli_summary.json").exists()]
                 cmp = root / model / "compare.json"
                 done = subprocess.run(mdeberta("compare", "--candidate", *map(str, runs), "--baseline", *baseline,

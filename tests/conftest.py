@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -22,3 +23,25 @@ torch.set_num_threads(_threads)
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+class _Stderr:
+    """What the commands printed on stderr (the CLI's ``error:`` lines), read through ``capsys``: ``.text`` is all
+    of it since the last ``.clear()``."""
+
+    def __init__(self, capsys) -> None:
+        self.capsys, self.seen = capsys, ""
+
+    @property
+    def text(self) -> str:
+        self.seen += self.capsys.readouterr().err
+        return self.seen
+
+    def clear(self) -> None:
+        self.capsys.readouterr()
+        self.seen = ""
+
+
+@pytest.fixture
+def stderr(capsys) -> _Stderr:
+    return _Stderr(capsys)

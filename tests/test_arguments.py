@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import logging
 
@@ -102,6 +104,84 @@ def test_runs_stored_under_the_old_flag_names_still_resume_and_export(tmp_path):
     (tmp_path / RUN_CONFIG).write_text(json.dumps({"model_preset": "deberta-v3-tiny", "config": "c.json",
                                                    "output": "runs/x", "seed": 1}))
     stored = read_run_config(tmp_path)
-    assert stored == {"model_preset": "deberta-v3-tiny", "model_config": "c.json", "output_dir": "runs/x", "seed": 1}
+    assert stored == {"model_preset": "deberta-v3-tiny", "model_config": "c.json", "output_dir": "runs/x", "seed": 1,
+                      "run_config_format": 2}
     now = {"model_preset": "deberta-v3-tiny", "model_config": "other.json", "output_dir": "runs/x", "seed": 1}
     assert changed_arguments(stored, now) == ["--model-config: 'c.json' in the stored run, 'other.json' now"]
+
+
+def _actions(command: str) -> dict:
+    parser = command_parser(build_parser(), command.split())
+    return {a.dest: a for a in parser._actions if a.help != argparse.SUPPRESS}  # not the deprecated spellings
+
+
+def test_training_recipes_share_one_common_block():
+    """pretrain, finetune and xnli take the shared block's flags from one definition: the same spelling, type and
+    meaning (the help text of --batch-size says "global" in all three); only the defaults differ."""
+    from mdeberta.arguments import TrainingConfig
+    from mdeberta.recipes.finetune import FinetuneConfig
+    from mdeberta.recipes.pretrain import PretrainConfig
+
+    assert issubclass(PretrainConfig, TrainingConfig) and issubclass(FinetuneConfig, TrainingConfig)
+    commands = {name: _actions(name) for name in ("pretrain", "finetune", "xnli")}
+    for field in dataclasses.fields(TrainingConfig):
+        spelled = {name: actions[field.name].option_strings[0] for name, actions in commands.items()}
+        assert set(spelled.values()) == {"--" + field.name.replace("_", "-")}, spelled
+        types = {actions[field.name].type for actions in commands.values()}
+        assert len(types) == 1, (field.name, types)
+    for actions in commands.values():
+        assert "global batch" in actions["batch_size"].help
+    assert commands["pretrain"]["batch_size"].default == 8 and commands["finetune"]["batch_size"].default == 32
+
+
+def test_stored_runs_of_the_first_format_are_read_in_todays_meaning(tmp_path):
+    """run_config.json written before the configs: pretrain's per-process --batch-size x --grad-accum becomes the
+    global batch; a warmup flag that was only the default is unset, so resuming those runs compares equal."""
+    from mdeberta.train.run_folder import RUN_CONFIG, read_run_config
+
+    (tmp_path / RUN_CONFIG).write_text(json.dumps({"model_preset": "deberta-v3-tiny", "batch_size": 8,
+                                                   "grad_accum": 4, "warmup_ratio": 0.1, "warmup_steps": None}))
+    stored = read_run_config(tmp_path)
+    assert stored["batch_size"] == 32 and stored["warmup_ratio"] is None
+    (tmp_path / RUN_CONFIG).write_text(json.dumps({"train_file": ["t.tsv"], "batch_size": 32, "warmup_ratio": 0.1,
+                                                   "warmup_steps": 3000}))
+    stored = read_run_config(tmp_path)
+    assert stored["batch_size"] == 32 and stored["warmup_steps"] is None and stored["warmup_ratio"] == 0.1
+    (tmp_path / RUN_CONFIG).write_text(json.dumps({"model_preset": "x", "batch_size": 8, "grad_accum": 4,
+                                                   "run_config_format": 2}))
+    assert read_run_config(tmp_path)["batch_size"] == 8  # today's files are taken as they are
+
+
+def test_config_fields_become_flags_with_their_types_groups_and_aliases(caplog):
+    """add_config_arguments: store_true for bools, nargs lists, tuples of two, the group, an alias of the same
+    meaning (--lr) and a deprecated one that warns (--output); a subclass changes a default, not the help."""
+    from mdeberta.arguments import Config, add_config_arguments, option
+
+    @dataclasses.dataclass(kw_only=True)
+    class Base(Config):
+        steps: int = option(10, type=int, group="schedule", help="how many")
+        output_dir: str | None = option(None, required=True, deprecated=("--output",), help="where")
+
+    @dataclasses.dataclass(kw_only=True)
+    class Job(Base):
+        steps: int = option(20)
+        files: list[str] = option(["a"], nargs="+", help="inputs")
+        betas: tuple[float, float] = option((0.9, 0.99), type=float, nargs=2, help="two numbers")
+        fast: bool = option(False, help="a switch")
+        rate: float = option(0.1, type=float, aliases=("--lr",), help="the rate")
+
+    parser = argparse.ArgumentParser()
+    actions = add_config_arguments(parser, Job)
+    assert actions["steps"].help == "how many" and actions["steps"].default == 20
+    assert actions["steps"].container.title == "schedule"
+    with caplog.at_level(logging.WARNING, logger="mdeberta"):
+        args = parser.parse_args(["--output", "o", "--lr", "0.5", "--fast", "--betas", "1", "2"])
+    assert "--output is deprecated" in caplog.text
+    job = Job.from_args(args)
+    assert job == Job(output_dir="o", rate=0.5, fast=True, betas=(1.0, 2.0)) and job.betas == (1.0, 2.0)
+    assert Job.from_dict({**job.to_dict(), "gone": 1}) == job  # a key that is no longer a field is ignored
+    assert Job().files == ["a"] and Job().files is not Job().files
+    from mdeberta.arguments import check_required
+
+    with pytest.raises(SystemExit):
+        check_required(parser, parser.parse_args([]))  # --output-dir is required (either spelling)

@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except MdebertaError as e:
+    except (MdebertaError, OSError) as e:  # bad input, or a file the system cannot give: one line, exit 2
         if args.debug or os.environ.get("MDEBERTA_DEBUG", "") not in ("", "0"):
             raise
         print(f"error: {e}", file=sys.stderr)

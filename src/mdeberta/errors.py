@@ -1,7 +1,9 @@
 """The one base of every error the library raises on purpose (bad input, a file that cannot be used).
 
-``mdeberta`` commands print such an error as one line, ``error: <message>``, and exit with status 2; a traceback is
-shown only with ``--debug`` (or ``MDEBERTA_DEBUG=1``). Anything else that escapes is a bug and keeps its traceback.
+``mdeberta`` commands print such an error (and an ``OSError``: a missing file, a full disk) as one line, ``error:
+<message>``, and exit with status 2; ``cli.main`` is the one place that does it, no command catches errors itself. A
+traceback is shown only with ``--debug`` (or ``MDEBERTA_DEBUG=1``). Anything else that escapes is a bug and keeps its
+traceback.
 """
 
 
@@ -15,3 +17,7 @@ class UsageError(MdebertaError, ValueError):
 
 class CheckpointError(MdebertaError, RuntimeError):
     """A checkpoint cannot be read or does not fit the model; the message names the file or key."""
+
+
+class MissingFileError(MdebertaError, FileNotFoundError):
+    """A file or folder the user named does not exist (or holds none of the files needed)."""

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from mdeberta.data.nli import ID2LABEL, LABEL2ID, LABELS, NLIExample
+from mdeberta.errors import UsageError
 from mdeberta.tasks.nli import model_label_names, nli_logits, nli_output_order
 
 logger = logging.getLogger("mdeberta.inference")
@@ -53,22 +54,22 @@ def load_classifier(
     if is_onnx_folder(model_path):
         onnx_model = OnnxModel(model_path, file=file)
         if onnx_model.head != "sequence-classification":
-            raise ValueError(f"{model_path} is an exported {onnx_model.head} model; classification needs a "
+            raise UsageError(f"{model_path} is an exported {onnx_model.head} model; classification needs a "
                              "sequence-classification export")
         tokenizer_dir = tokenizer_path or model_path
         if not (Path(tokenizer_dir) / "spm.model").is_file():
-            raise ValueError(f"{tokenizer_dir} has no tokenizer files (spm.model): pass --tokenizer or re-export")
+            raise UsageError(f"{tokenizer_dir} has no tokenizer files (spm.model): pass --tokenizer or re-export")
         return onnx_model, DebertaTokenizer.from_pretrained(tokenizer_dir)
     model = DebertaForSequenceClassification.from_pretrained(model_path)
     missing = [k for k in getattr(model, "loading_info", {}).get("missing", []) if k.startswith("classifier")]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"{model_path} has no trained classification head (missing {missing}); fine-tune it first "
             "(`mdeberta finetune` or `mdeberta xnli`)"
         )
     tokenizer = DebertaTokenizer.from_pretrained(tokenizer_path or model_path)
     if len(tokenizer) > model.config.vocab_size:
-        raise ValueError(f"tokenizer {tokenizer_path or model_path} has {len(tokenizer)} tokens but the model's "
+        raise UsageError(f"tokenizer {tokenizer_path or model_path} has {len(tokenizer)} tokens but the model's "
                          f"vocab_size is {model.config.vocab_size}: they do not belong together")
     return model.to(device or default_device()).eval(), tokenizer
 
@@ -105,7 +106,7 @@ def _entailment_and_contradiction_ids(config: Any) -> tuple[int, int]:
     names = model_label_names(config)
     entail = next((i for i, n in enumerate(names) if n.startswith("entail")), None)
     if entail is None:
-        raise ValueError(f"zero-shot classification needs an NLI model with an 'entailment' label; it has {names}")
+        raise UsageError(f"zero-shot classification needs an NLI model with an 'entailment' label; it has {names}")
     contra = next((i for i, n in enumerate(names) if n.startswith("contradict")), None)
     if contra is None:  # transformers' fallback: the other end of the label list
         contra = len(names) - 1 if entail == 0 else 0
@@ -138,9 +139,9 @@ class ZeroShotClassifier:
         """(num_sequences, num_labels) scores in the order of ``candidate_labels``."""
         labels = check_candidate_labels(candidate_labels)
         if "{}" not in hypothesis_template:
-            raise ValueError(f"hypothesis_template must contain '{{}}' for the label, got {hypothesis_template!r}")
+            raise UsageError(f"hypothesis_template must contain '{{}}' for the label, got {hypothesis_template!r}")
         if not sequences or any(not isinstance(s, str) or not s.strip() for s in sequences):
-            raise ValueError("sequences must be a non-empty list of non-empty strings")
+            raise UsageError("sequences must be a non-empty list of non-empty strings")
         hypotheses = [hypothesis_template.format(label) for label in labels]
         examples = [NLIExample(seq, hyp, None) for seq in sequences for hyp in hypotheses]
         logits = predict_logits(self.model, self.tokenizer, examples, self.batch_size, self.max_length)
@@ -197,9 +198,9 @@ class TextClassifier:
         items = [texts] if single else list(texts)
         pairs = ([text_pairs] if isinstance(text_pairs, str) else list(text_pairs)) if text_pairs is not None else None
         if not items or any(not isinstance(t, str) or not t.strip() for t in items):
-            raise ValueError("texts must be non-empty strings")
+            raise UsageError("texts must be non-empty strings")
         if pairs is not None and len(pairs) != len(items):
-            raise ValueError(f"{len(items)} texts but {len(pairs)} text pairs")
+            raise UsageError(f"{len(items)} texts but {len(pairs)} text pairs")
         examples = [TextExample(t, None if pairs is None else pairs[i], None, index=i) for i, t in enumerate(items)]
         results = self.task.predict(self.model, examples, self.batch_size)
         return results[0] if single else results
@@ -215,7 +216,7 @@ def load_token_classifier(model_path: str | os.PathLike, tokenizer_path: str | o
     model = DebertaForTokenClassification.from_pretrained(model_path)
     missing = [k for k in getattr(model, "loading_info", {}).get("missing", []) if k.startswith("classifier")]
     if missing:
-        raise ValueError(f"{model_path} has no trained token-classification head (missing {missing}); fine-tune it "
+        raise UsageError(f"{model_path} has no trained token-classification head (missing {missing}); fine-tune it "
                          "first (`mdeberta finetune --task token-classification`)")
     return model.to(device or default_device()).eval(), DebertaTokenizer.from_pretrained(tokenizer_path or model_path)
 
@@ -289,7 +290,7 @@ def load_question_answerer(model_path: str | os.PathLike, tokenizer_path: str | 
     model = DebertaForQuestionAnswering.from_pretrained(model_path, num_labels=2)
     missing = [k for k in getattr(model, "loading_info", {}).get("missing", []) if k.startswith("qa_outputs")]
     if missing:
-        raise ValueError(f"{model_path} has no trained question-answering head (missing {missing}); fine-tune it "
+        raise UsageError(f"{model_path} has no trained question-answering head (missing {missing}); fine-tune it "
                          "first (`mdeberta finetune --task question-answering`)")
     return model.to(device or default_device()).eval(), DebertaTokenizer.from_pretrained(tokenizer_path or model_path)
 
@@ -317,7 +318,7 @@ class QuestionAnswerer:
         from mdeberta.tasks.question_answering import answer_questions
 
         if not question.strip() or not context.strip():
-            raise ValueError("question and context must be non-empty strings")
+            raise UsageError("question and context must be non-empty strings")
         example = QAExample("0", question, context, [])
         stride = min(self.stride, self.max_length // 4)  # short windows (small max_length) keep some room
         encoded = encode_qa(self.tokenizer, [example], self.max_length, stride)
@@ -341,9 +342,9 @@ def check_candidate_labels(candidate_labels: str | Sequence[str]) -> list[str]:
         candidate_labels = [s.strip() for s in candidate_labels.split(",")]
     labels = [s for s in candidate_labels if isinstance(s, str) and s.strip()]
     if not labels or len(labels) != len(candidate_labels):
-        raise ValueError(f"candidate_labels must be non-empty strings, got {list(candidate_labels)!r}")
+        raise UsageError(f"candidate_labels must be non-empty strings, got {list(candidate_labels)!r}")
     if len(set(labels)) != len(labels):
-        raise ValueError(f"candidate_labels contain duplicates: {labels}")
+        raise UsageError(f"candidate_labels contain duplicates: {labels}")
     return labels
 
 

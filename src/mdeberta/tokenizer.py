@@ -17,13 +17,14 @@ import json
 import operator
 import os
 import re
-import sys
 import unicodedata
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
+
+from mdeberta.errors import MissingFileError, UsageError
 
 SPM_FILE = "spm.model"
 CONFIG_FILE = "tokenizer_config.json"
@@ -86,12 +87,12 @@ class BatchEncoding(dict):
 
     def word_ids(self, batch_index: int = 0) -> list[int | None]:
         if self._word_ids is None:
-            raise ValueError("word_ids() is only available for encodings made by DebertaTokenizer.__call__")
+            raise UsageError("word_ids() is only available for encodings made by DebertaTokenizer.__call__")
         return self._word_ids[batch_index]
 
     def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
         if self._sequence_ids is None:
-            raise ValueError("sequence_ids() is only available for encodings made by DebertaTokenizer.__call__")
+            raise UsageError("sequence_ids() is only available for encodings made by DebertaTokenizer.__call__")
         return self._sequence_ids[batch_index]
 
 
@@ -119,7 +120,7 @@ class DebertaTokenizer:
     ) -> None:
         path = Path(vocab_file)
         if not path.is_file():
-            raise FileNotFoundError(f"SentencePiece model file not found: {path}")
+            raise MissingFileError(f"SentencePiece model file not found: {path}")
         unknown = set(special_tokens) - set(SPECIAL_TOKEN_KEYS)
         if unknown:
             raise TypeError(
@@ -130,7 +131,7 @@ class DebertaTokenizer:
         try:
             self.sp.LoadFromSerializedProto(self._proto)
         except RuntimeError as e:
-            raise ValueError(f"{path} is not a valid SentencePiece model ({e})") from e
+            raise UsageError(f"{path} is not a valid SentencePiece model ({e})") from e
         self.vocab_file = str(path)
         self.do_lower_case = do_lower_case
         self.split_by_punct = split_by_punct
@@ -139,7 +140,7 @@ class DebertaTokenizer:
             k: _token_content(special_tokens.get(k, DEFAULT_SPECIAL_TOKENS[k])) for k in SPECIAL_TOKEN_KEYS
         }
         if not all(self.special_tokens.values()):
-            raise ValueError(f"special tokens must be non-empty strings, got {self.special_tokens}")
+            raise UsageError(f"special tokens must be non-empty strings, got {self.special_tokens}")
 
         n_pieces = self.sp.GetPieceSize()
         self.added_tokens: dict[str, int] = {}
@@ -196,7 +197,7 @@ class DebertaTokenizer:
         except TypeError:
             raise TypeError(f"token ids must be ints, got {type(i).__name__}") from None
         if not 0 <= i < len(self):
-            raise ValueError(
+            raise UsageError(
                 f"token id {i} is out of range for this tokenizer's vocabulary of size {len(self)}"
             )
         return i
@@ -345,7 +346,7 @@ class DebertaTokenizer:
     ) -> tuple[list, list | None]:
         """transformers' truncation semantics; raise when the chosen sequence cannot lose enough tokens."""
         if strategy == "only_second" and b is None:
-            raise ValueError("truncation='only_second' needs a text_pair")
+            raise UsageError("truncation='only_second' needs a text_pair")
         if n_remove <= 0:
             return a, b
         if strategy == "longest_first" and b is not None:
@@ -355,13 +356,13 @@ class DebertaTokenizer:
             return a, b
         if strategy == "only_second":
             if len(b) <= n_remove:
-                raise ValueError(
+                raise UsageError(
                     f"cannot truncate: the second sequence has {len(b)} tokens but {n_remove} must go "
                     f"to reach max_length; use truncation='longest_first' or a larger max_length"
                 )
             return a, b[:-n_remove]
         if len(a) <= n_remove:
-            raise ValueError(
+            raise UsageError(
                 f"cannot truncate: the first sequence has {len(a)} tokens but {n_remove} must go to "
                 f"reach max_length; use truncation='longest_first' or a larger max_length"
             )
@@ -433,7 +434,7 @@ class DebertaTokenizer:
             pairs: list[Any] = [None] * len(texts)
         elif batched != isinstance(text_pair, (list, tuple)) or (batched and len(text_pair) != len(texts)):
             if not (is_split_into_words and not batched and isinstance(text_pair, (list, tuple))):
-                raise ValueError(
+                raise UsageError(
                     "text_pair must match text: a str for a str, a list of the same length for a list "
                     f"(got {type(text_pair).__name__} for {type(text).__name__})"
                 )
@@ -446,22 +447,22 @@ class DebertaTokenizer:
         )
         pad = {False: None, None: None, "do_not_pad": None, True: "longest"}.get(padding, padding)
         if trunc not in (None, "longest_first", "only_first", "only_second"):
-            raise ValueError(f"unknown truncation strategy {truncation!r}")
+            raise UsageError(f"unknown truncation strategy {truncation!r}")
         if pad not in (None, "longest", "max_length"):
-            raise ValueError(f"unknown padding strategy {padding!r}")
+            raise UsageError(f"unknown padding strategy {padding!r}")
         if return_tensors not in (None, "pt"):
-            raise ValueError(f"return_tensors must be None or 'pt', got {return_tensors!r}")
+            raise UsageError(f"return_tensors must be None or 'pt', got {return_tensors!r}")
         if max_length is None and (trunc or pad == "max_length"):
             max_length = self.model_max_length
             if max_length is None:
-                raise ValueError(
+                raise UsageError(
                     "truncation / padding='max_length' need max_length (this tokenizer has no "
                     "model_max_length)"
                 )
         if return_overflowing_tokens and not trunc:
-            raise ValueError("return_overflowing_tokens needs truncation (and max_length)")
+            raise UsageError("return_overflowing_tokens needs truncation (and max_length)")
         if stride < 0:
-            raise ValueError(f"stride must be >= 0, got {stride}")
+            raise UsageError(f"stride must be >= 0, got {stride}")
 
         # Each row: (ids, token types, spans, word ids, sequence ids, example index).
         rows: list[tuple[list, list, list, list, list, int]] = []
@@ -470,7 +471,7 @@ class DebertaTokenizer:
             b = None if b_text is None else self._sequence(b_text, is_split_into_words, return_offsets_mapping)
             n_special = self.num_special_tokens_to_add(b is not None) if add_special_tokens else 0
             if trunc and max_length < n_special:
-                raise ValueError(f"max_length={max_length} is shorter than the {n_special} special tokens")
+                raise UsageError(f"max_length={max_length} is shorter than the {n_special} special tokens")
             for a_part, b_part in self._windows(a, b, n_special, trunc, max_length, return_overflowing_tokens,
                                                 stride):
                 rows.append((*self._assemble(a_part, b_part, add_special_tokens), index))
@@ -502,7 +503,7 @@ class DebertaTokenizer:
             import torch
 
             if len({len(ids) for ids in enc["input_ids"]}) > 1:
-                raise ValueError(
+                raise UsageError(
                     "return_tensors='pt' needs sequences of equal length; pass padding=True "
                     "(or padding='max_length' with max_length) to pad them"
                 )
@@ -527,12 +528,12 @@ class DebertaTokenizer:
             yield cut(a, len(kept_a)), (cut(b, len(kept_b)) if b else None)
             return
         if b is not None and trunc == "longest_first":
-            raise ValueError("return_overflowing_tokens with a text pair needs truncation='only_second' "
+            raise UsageError("return_overflowing_tokens with a text pair needs truncation='only_second' "
                              "(windows over the second text, e.g. the context of a question) or 'only_first'")
         moving, fixed = (b, a) if b is not None and trunc == "only_second" else (a, b)
         room = max_length - n_special - (len(fixed[0]) if fixed else 0)
         if room <= stride:
-            raise ValueError(f"max_length={max_length} leaves {room} tokens per window for the truncated text, not "
+            raise UsageError(f"max_length={max_length} leaves {room} tokens per window for the truncated text, not "
                              f"more than stride={stride}: increase max_length or lower the stride")
         start = 0
         while True:
@@ -571,7 +572,7 @@ class DebertaTokenizer:
             ids = ids.tolist()
         ids = [ids] if isinstance(ids, int) else list(ids)
         if any(isinstance(i, (list, tuple)) for i in ids):
-            raise ValueError("decode takes one sequence of ids; use batch_decode for a batch")
+            raise UsageError("decode takes one sequence of ids; use batch_decode for a batch")
         out, run, prev_special = "", [], False
         for i in map(self._check_id, ids):
             if i not in self.all_special_ids:
@@ -598,7 +599,7 @@ class DebertaTokenizer:
         if not path.is_dir():
             name = str(name_or_path)
             if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
-                raise FileNotFoundError(f"tokenizer folder not found: {name}")
+                raise MissingFileError(f"tokenizer folder not found: {name}")
             from mdeberta.checkpoint import resolve_model_dir  # lazy: only hub ids need the hub machinery
 
             path = Path(
@@ -652,14 +653,14 @@ def expand_text_inputs(
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.is_file() and p.name.endswith(suffixes))
             if not found:
-                raise FileNotFoundError(f"no {' / '.join('*' + s for s in suffixes)} files in folder {item}")
+                raise MissingFileError(f"no {' / '.join('*' + s for s in suffixes)} files in folder {item}")
             files.extend(found)
         elif item.is_file():
             files.append(item)
         else:
-            raise FileNotFoundError(f"training text not found: {item}")
+            raise MissingFileError(f"training text not found: {item}")
     if not files:
-        raise ValueError("no training files given")
+        raise UsageError("no training files given")
     return files
 
 
@@ -697,10 +698,10 @@ def train_tokenizer(
     """
     paths = expand_text_inputs(files)
     if model_type not in ("unigram", "bpe"):
-        raise ValueError(f"model_type must be 'unigram' or 'bpe', got {model_type!r}")
+        raise UsageError(f"model_type must be 'unigram' or 'bpe', got {model_type!r}")
     names = ", ".join(str(p) for p in paths)
     if next(_read_lines(paths, False), None) is None:
-        raise ValueError(f"no non-empty lines of text in {names}")
+        raise UsageError(f"no non-empty lines of text in {names}")
     spm.set_random_generator_seed(seed)  # makes the input_sentence_size sampling reproducible
     model = io.BytesIO()
     try:
@@ -723,16 +724,16 @@ def train_tokenizer(
     except RuntimeError as e:
         reason = str(e).split("]")[-1].strip()
         if "Vocabulary size too high" in reason:
-            raise ValueError(
+            raise UsageError(
                 f"vocab_size={vocab_size} is too large for the text in {names} ({reason}); "
                 "use a smaller vocab size or train on more text"
             ) from e
         if "smaller than required_chars" in reason:
-            raise ValueError(
+            raise UsageError(
                 f"vocab_size={vocab_size} is too small for the characters in {names} ({reason}); "
                 "use a larger vocab size or a lower character_coverage"
             ) from e
-        raise RuntimeError(f"sentencepiece training on {names} failed: {e}") from e
+        raise UsageError(f"sentencepiece training on {names} failed: {e}") from e
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / SPM_FILE).write_bytes(model.getvalue())
@@ -741,22 +742,18 @@ def train_tokenizer(
 
 # -------------------------------------------------------------------- CLI
 def _train_command(args: argparse.Namespace) -> int:
-    try:
-        folder = train_tokenizer(
-            args.input,
-            args.output_dir,
-            args.vocab_size,
-            character_coverage=args.character_coverage,
-            byte_fallback=args.byte_fallback,
-            lowercase=args.lowercase,
-            input_sentence_size=args.input_sentence_size,
-            seed=args.seed,
-            num_threads=args.num_threads,
-            verbose=getattr(args, "verbose", False),
-        )
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    folder = train_tokenizer(
+        args.input,
+        args.output_dir,
+        args.vocab_size,
+        character_coverage=args.character_coverage,
+        byte_fallback=args.byte_fallback,
+        lowercase=args.lowercase,
+        input_sentence_size=args.input_sentence_size,
+        seed=args.seed,
+        num_threads=args.num_threads,
+        verbose=getattr(args, "verbose", False),
+    )
     tok = DebertaTokenizer.from_pretrained(folder)
     print(f"wrote {folder}: {tok.vocab_size} pieces + [MASK]={tok.mask_token_id}")
     return 0

@@ -121,7 +121,7 @@ def test_group_difference_is_welch_over_runs():
     assert g["welch_t"] == pytest.approx(1.0 / se)
 
 
-def test_cli_prints_the_table_and_writes_json(tmp_path, capsys, caplog):
+def test_cli_prints_the_table_and_writes_json(tmp_path, capsys, caplog, stderr):
     write_predictions(tmp_path / "base" / "eval" / "predictions_test.jsonl", {"en": [True] * 5 + [False] * 5,
                                                                              "fr": [False] * 10})
     write_predictions(tmp_path / "cand" / "eval" / "predictions_test.jsonl", {"en": [True] * 9 + [False],
@@ -140,4 +140,4 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys, caplog):
     assert out.with_suffix(".md").read_text() == printed
     with caplog.at_level(logging.ERROR, logger="mdeberta.compare"):
         assert main(["compare", "--candidate", str(tmp_path / "cand"), "--baseline", str(tmp_path / "nope")]) == 2
-    assert "nope: no such file or folder" in caplog.text
+    assert "nope: no such file or folder" in stderr.text

@@ -94,19 +94,19 @@ def test_predictions_follow_the_head_label_names(tiny_classifier, tmp_path):
     assert [r["predicted"] for r in records] == [r["predicted"] for r in ref_records]
 
 
-def test_bad_inputs_are_clear_errors(tiny_backbone, tiny_classifier, tmp_path, caplog):
+def test_bad_inputs_are_clear_errors(tiny_backbone, tiny_classifier, tmp_path, caplog, stderr):
     data_dir = write_xnli_folder(tmp_path / "xnli", n=3, languages=["en"])
     with caplog.at_level(logging.ERROR):
         rc = main(["evaluate", "--model", str(tiny_classifier), "--languages", "en,xx", "--eval-dir", str(data_dir)])
-    assert rc == 2 and "unknown XNLI language code(s) ['xx']" in caplog.text and "en, fr, es" in caplog.text
-    caplog.clear()
+    assert rc == 2 and "unknown XNLI language code(s) ['xx']" in stderr.text and "en, fr, es" in stderr.text
+    stderr.clear()
     with caplog.at_level(logging.ERROR):
         rc = main(["evaluate", "--model", str(tiny_backbone), "--languages", "en", "--eval-dir", str(data_dir)])
-    assert rc == 2 and "no trained classification head" in caplog.text
-    caplog.clear()
+    assert rc == 2 and "no trained classification head" in stderr.text
+    stderr.clear()
     with caplog.at_level(logging.ERROR):
         rc = main(["evaluate", "--model", str(tiny_classifier), "--languages", "fr", "--eval-dir", str(data_dir)])
-    assert rc == 2 and "no XNLI test data for language(s) ['fr']" in caplog.text
+    assert rc == 2 and "no XNLI test data for language(s) ['fr']" in stderr.text
 
 
 def test_nli_task_on_one_file(tiny_classifier, tmp_path):

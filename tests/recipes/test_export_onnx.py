@@ -56,12 +56,12 @@ def test_every_head_exports_with_dynamic_shapes(tiny_backbone, tmp_path, head):
     assert OnnxModel(tmp_path / "onnx").head == head
 
 
-def test_failed_parity_check_writes_nothing(tiny_classifier, tmp_path, monkeypatch, caplog):
+def test_failed_parity_check_writes_nothing(tiny_classifier, tmp_path, monkeypatch, caplog, stderr):
     import mdeberta.serving as serving
 
     monkeypatch.setattr(serving, "parity_check", lambda *a, **k: 0.5)
     assert main(["export-onnx", str(tiny_classifier), str(tmp_path / "onnx")]) == 2
-    assert "differs from PyTorch by 0.5" in caplog.text
+    assert "differs from PyTorch by 0.5" in stderr.text
     assert not list(tmp_path.iterdir())  # no folder, no temporary left behind
 
 
@@ -93,25 +93,25 @@ def test_int8_and_onnx_folders_in_predict_and_zero_shot(tiny_classifier, tmp_pat
     assert [r["label"] for r in lines] == [p.label for p in want]
 
 
-def test_bad_exports_are_clear_and_write_nothing(tiny_backbone, tiny_classifier, tmp_path, caplog):
+def test_bad_exports_are_clear_and_write_nothing(tiny_backbone, tiny_classifier, tmp_path, caplog, stderr):
     from mdeberta.model import DebertaForReplacedTokenDetection, DebertaModel
     from mdeberta.serving import ExportError, OnnxModel
 
     assert main(["export-onnx", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
-    assert "not a model folder" in caplog.text
+    assert "not a model folder" in stderr.text
     config = DebertaModel.from_pretrained(tiny_backbone).config
     rtd = _save(DebertaForReplacedTokenDetection(config), tiny_backbone, tmp_path / "rtd")
-    caplog.clear()
+    stderr.clear()
     assert main(["export-onnx", str(rtd), str(tmp_path / "out")]) == 2
-    assert "cannot be exported" in caplog.text
+    assert "cannot be exported" in stderr.text
     bare = tmp_path / "bare"
     DebertaModel(config).save_pretrained(bare)  # no tokenizer files
-    caplog.clear()
+    stderr.clear()
     assert main(["export-onnx", str(bare), str(tmp_path / "out")]) == 2
-    assert "has no tokenizer" in caplog.text
-    caplog.clear()
+    assert "has no tokenizer" in stderr.text
+    stderr.clear()
     assert main(["export-onnx", str(tiny_backbone), str(tmp_path / "out"), "--check-file", "x.tsv"]) == 2
-    assert "a base model has no task" in caplog.text  # --check-file needs a fine-tuned head of any task
+    assert "a base model has no task" in stderr.text  # --check-file needs a fine-tuned head of any task
     assert not (tmp_path / "out").exists()
     assert main(["export-onnx", str(tiny_backbone), str(tmp_path / "base")]) == 0
     (tmp_path / "base" / "spm.model").unlink()

@@ -95,7 +95,7 @@ def test_existing_nli_head_is_kept(tiny_backbone, tmp_path):
     torch.testing.assert_close(loaded.classifier.weight, nli.classifier.weight)
 
 
-def test_vocab_and_batch_errors(tiny_backbone, synthetic_nli, tmp_path, caplog):
+def test_vocab_and_batch_errors(tiny_backbone, synthetic_nli, tmp_path, caplog, stderr):
     tok = DebertaTokenizer.from_pretrained(tiny_backbone)
     small = DebertaModel(preset("deberta-v3-micro", vocab_size=len(tok) - 10))
     small.save_pretrained(tmp_path / "small")
@@ -103,14 +103,14 @@ def test_vocab_and_batch_errors(tiny_backbone, synthetic_nli, tmp_path, caplog):
         load_model_for_nli(str(tmp_path / "small"), tok)
     with caplog.at_level(logging.ERROR):
         rc = run_finetune(tiny_backbone, synthetic_nli, tmp_path / "x", "--max-steps", "1", "--grad-accum", "3")
-    assert rc == 2 and "must be a multiple of --grad-accum" in caplog.text
+    assert rc == 2 and "must be a multiple of --grad-accum" in stderr.text
     with pytest.raises(CheckpointError, match="--random-init"):
         load_model_for_nli("deberta-v3-micro", tok)
-    caplog.clear()
+    stderr.clear()
     with caplog.at_level(logging.ERROR):
         rc = main(["finetune", "--model", "deberta-v3-micro", "--random-init", "--train-file",
                    str(synthetic_nli["train"]), "--output-dir", str(tmp_path / "y")])
-    assert rc == 2 and "pass --tokenizer" in caplog.text
+    assert rc == 2 and "pass --tokenizer" in stderr.text
 
 
 def test_random_init_from_preset_and_truncation(tiny_backbone, synthetic_nli, tmp_path, caplog):
@@ -168,7 +168,7 @@ def test_torchrun_two_processes(tiny_backbone, synthetic_nli, tmp_path):
     assert acc == pytest.approx(info["dev_accuracy"])
 
 
-def test_warmup_ratio_and_layerwise_lr_decay(tiny_backbone, synthetic_nli, tmp_path, caplog):
+def test_warmup_ratio_and_layerwise_lr_decay(tiny_backbone, synthetic_nli, tmp_path, caplog, stderr):
     out = tmp_path / "run"
     assert run_finetune(tiny_backbone, synthetic_nli, out, "--max-steps", "10", "--warmup-ratio", "0.2",
                         "--layerwise-lr-decay", "0.5") == 0
@@ -180,10 +180,11 @@ def test_warmup_ratio_and_layerwise_lr_decay(tiny_backbone, synthetic_nli, tmp_p
     assert [r["lr/default_depth_0"] for r in train][2] == pytest.approx(1e-3 * 0.5 ** 3)
     info = json.loads((out / "final" / "training_info.json").read_text())
     assert info["warmup_steps"] == 2 and info["layerwise_lr_decay"] == 0.5
-    for flag, value in (("--warmup-ratio", "1.5"), ("--layerwise-lr-decay", "0")):
-        caplog.clear()
-        assert run_finetune(tiny_backbone, synthetic_nli, tmp_path / "bad", flag, value) == 2
-        assert any(flag in r.getMessage() for r in caplog.records)
+    for flags in (("--warmup-ratio", "1.5"), ("--layerwise-lr-decay", "0"),
+                  ("--warmup-ratio", "0.1", "--warmup-steps", "5")):  # the last: two warmups, give one
+        stderr.clear()
+        assert run_finetune(tiny_backbone, synthetic_nli, tmp_path / "bad", *flags) == 2
+        assert flags[0] in stderr.text
         assert not (tmp_path / "bad").exists()  # checked before anything is read or written
 
 

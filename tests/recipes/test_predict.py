@@ -40,17 +40,17 @@ def test_predict_from_stdin_jsonl(tiny_classifier, monkeypatch, capsys):
     assert [r["hypothesis"] for r in rows] == ["there is a tree.", "there is no bird."]
 
 
-def test_predict_bad_input_names_the_line(tiny_classifier, tmp_path, caplog):
+def test_predict_bad_input_names_the_line(tiny_classifier, tmp_path, caplog, stderr):
     src = tmp_path / "bad.jsonl"
     src.write_text('{"premise": "a", "hypothesis": "b"}\n{"premise": "only"}\n')
     with caplog.at_level(logging.ERROR):
         assert main(["predict", "--model", str(tiny_classifier), "--input", str(src)]) == 2
-    assert "bad.jsonl:2" in caplog.text
+    assert "bad.jsonl:2" in stderr.text
     empty = tmp_path / "empty.tsv"
     empty.write_text("")
     with caplog.at_level(logging.ERROR):
         assert main(["predict", "--model", str(tiny_classifier), "--input", str(empty)]) == 2
-    assert "no premise/hypothesis pairs" in caplog.text
+    assert "no premise/hypothesis pairs" in stderr.text
 
 
 def test_zero_shot_cli(tiny_classifier, tmp_path, capsys):
@@ -71,7 +71,7 @@ def test_zero_shot_cli(tiny_classifier, tmp_path, capsys):
     assert len(rows) == 2 and all(0 < s < 1 for r in rows for s in r["scores"])
 
 
-def test_zero_shot_needs_an_nli_head(tiny_backbone, caplog):
+def test_zero_shot_needs_an_nli_head(tiny_backbone, caplog, stderr):
     with caplog.at_level(logging.ERROR):
         assert main(["zero-shot", "--model", str(tiny_backbone), "--labels", "a,b", "text"]) == 2
-    assert "no trained classification head" in caplog.text
+    assert "no trained classification head" in stderr.text

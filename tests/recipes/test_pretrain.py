@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cli_helpers import assert_cli_error
-from mdeberta.cli import main
+from mdeberta.cli import build_parser, main
 from subprocess_helpers import run_torchrun
 
 SHARED_CORPUS = Path(os.environ.get("MDEBERTA_SHARED", Path(__file__).resolve().parents[3] / "shared")) / "data" / \
@@ -81,7 +81,8 @@ def test_resume_with_corrupt_newest_checkpoint_falls_back(setup, tmp_path, caplo
 
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(setup, tmp_path):
-    """2 ranks x 1 worker x batch 4 == 1 process x 2 workers x batch 4 x grad_accum 2 (same global batch)."""
+    """The same global --batch-size 4: 2 ranks x 1 worker x micro-batch 2 == 1 process x 2 workers x micro-batch 2
+    x grad_accum 2."""
     common = ["--config", setup["config"], "--max-steps", "4", "--save-every", "0"]
     assert main(_args(setup, tmp_path / "one", *common, "--num-workers", "2", "--grad-accum", "2")) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
@@ -317,18 +318,18 @@ def test_output_inside_or_equal_to_a_source_is_refused(setup, tmp_path, capsys):
 
 def test_export_checkpoint_step_zero_is_the_initialization(setup, tmp_path):
     """Step 0 rebuilds the run's initial weights from its seed: the model the recipe's build() starts training."""
-    import argparse
 
     from safetensors.torch import load_file
 
-    from mdeberta.recipes.pretrain import build
+    from mdeberta.recipes.pretrain import PretrainConfig, build
     from mdeberta.train.distributed import DistributedEnv
+    from mdeberta.train.run_folder import read_run_config
 
     out = tmp_path / "run"
     assert main(_args(setup, out, "--max-steps", "2", "--num-workers", "0")) == 0
     assert main(["export-checkpoint", str(out), "--step", "0", "--output", str(tmp_path / "init")]) == 0
-    args = argparse.Namespace(**json.loads((out / "run_config.json").read_text()))
-    model = build(args, DistributedEnv())["model"]
+    config = PretrainConfig.from_dict(read_run_config(out))
+    model = build(config, DistributedEnv())["model"]
     for sub, part in (("generator", model.generator), ("discriminator", model.export_discriminator())):
         init = load_file(tmp_path / "init" / sub / "model.safetensors")
         state = part.state_dict()
@@ -380,3 +381,41 @@ def test_decoupled_training_resumes_exactly_and_exports(setup, tmp_path, capsys)
     # A joint-loss run cannot be resumed as a decoupled one (and the reverse): the flag is part of the run.
     assert_cli_error(capsys, _args(setup, tmp_path / "split", "--max-steps", "4", "--num-workers", "0",
                                    "--save-every", "2", "--resume"), r"--decoupled-training: True in the stored run")
+
+
+def test_batch_size_is_the_global_batch(setup, tmp_path, capsys):
+    """--batch-size means sequences per optimizer step in pretrain as in finetune: with --grad-accum 2 each
+    micro-batch holds half of them; a batch that does not divide is an error naming both flags."""
+    from mdeberta.recipes.pretrain import PretrainConfig, build
+    from mdeberta.train.distributed import DistributedEnv
+
+    parser = build_parser()
+    args = parser.parse_args(_args(setup, tmp_path / "a", "--batch-size", "8", "--grad-accum", "2"))
+    parts = build(PretrainConfig.from_args(args), DistributedEnv())
+    batch = next(iter(parts["loader"]))
+    assert batch["input_ids"].shape[0] == 4
+    assert_cli_error(capsys, _args(setup, tmp_path / "b", "--batch-size", "6", "--grad-accum", "4", "--max-steps", "1"),
+                     r"--batch-size 6 \(the global batch\) must be a multiple of --grad-accum \(4\) x processes \(1\)")
+    assert_cli_error(capsys, _args(setup, tmp_path / "c", "--warmup-ratio", "0.2"),
+                     r"--warmup-steps 2 and --warmup-ratio 0.2: give one of them")
+
+
+def test_python_config_runs_the_recipe_and_is_what_the_run_folder_stores(setup, tmp_path):
+    """A PretrainConfig built in Python runs the same recipe; run_config.json holds its fields (and the format),
+    nothing of the CLI's own (verbose, the subcommand), and reads back into an equal config."""
+    from mdeberta.recipes.pretrain import PretrainConfig, run_pretraining
+    from mdeberta.train.run_folder import read_run_config
+
+    config = PretrainConfig(data=[setup["corpus"]], tokenizer=setup["tok"], output_dir=str(tmp_path / "run"),
+                            model_preset="deberta-v3-micro", max_seq_length=32, batch_size=4, max_steps=2,
+                            warmup_steps=1, num_workers=0, no_progress=True, device="cpu", save_every=0)
+    assert run_pretraining(config) == 0
+    stored = read_run_config(tmp_path / "run")
+    assert "verbose" not in stored and "command" not in stored and stored["run_config_format"] == 2
+    assert PretrainConfig.from_dict(stored) == config
+    assert (tmp_path / "run" / "export" / "discriminator" / "model.safetensors").is_file()
+    parsed = PretrainConfig.from_args(build_parser().parse_args(
+        ["pretrain", "--data", setup["corpus"], "--tokenizer", setup["tok"], "--output-dir", str(tmp_path / "run"),
+         "--model-preset", "deberta-v3-micro", "--max-seq-length", "32", "--batch-size", "4", "--max-steps", "2",
+         "--warmup-steps", "1", "--num-workers", "0", "--no-progress", "--device", "cpu", "--save-every", "0"]))
+    assert parsed == config

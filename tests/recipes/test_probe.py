@@ -19,7 +19,7 @@ def test_logistic_regression_fits_a_separable_problem():
     assert (linear(x).argmax(-1) == y).float().mean() > 0.97
 
 
-def test_probe_features_and_random_baseline(tiny_backbone, tmp_path, single_thread, caplog):
+def test_probe_features_and_random_baseline(tiny_backbone, tmp_path, single_thread, caplog, stderr):
     train = write_tsv(tmp_path / "train.tsv", synthetic_pairs(300, seed=1))
     dev = write_tsv(tmp_path / "dev.tsv", synthetic_pairs(90, seed=2))
     results = {}
@@ -40,4 +40,4 @@ def test_probe_features_and_random_baseline(tiny_backbone, tmp_path, single_thre
     assert results["random"]["layers"]["layer_0"]["eval"] > 45
     assert main(["probe", "--model", "deberta-v3-micro", "--tokenizer", str(tiny_backbone), "--train-file",
                  str(train), "--eval-file", str(dev)]) == 2
-    assert "preset name, not a checkpoint" in caplog.text
+    assert "preset name, not a checkpoint" in stderr.text

@@ -56,7 +56,7 @@ def test_readers_and_bad_input(tmp_path):
         load_tagged(tmp_path / "missing.conll")
 
 
-def test_finetune_learns_ner_and_evaluates_per_language(tagging_backbone, tmp_path, capsys, caplog):
+def test_finetune_learns_ner_and_evaluates_per_language(tagging_backbone, tmp_path, capsys, caplog, stderr):
     train = write_conll(tmp_path / "train.conll", synthetic_sentences(400, seed=1))
     dev = write_ner_jsonl(tmp_path / "dev.jsonl", synthetic_sentences(60, seed=2))
     out = tmp_path / "run"
@@ -87,10 +87,10 @@ def test_finetune_learns_ner_and_evaluates_per_language(tagging_backbone, tmp_pa
     # A tag the head does not know is an error naming the file and line.
     bad = tmp_path / "bad.conll"
     bad.write_text("anna B-PER\nparis B-CITY\n")
-    caplog.clear()
+    stderr.clear()
     assert main(["finetune", "--task", "token-classification", "--model", str(out / "best"), "--train-file", str(bad),
                  "--output-dir", str(tmp_path / "bad"), "--max-steps", "1", "--device", "cpu"]) == 2
-    assert "bad.conll:1: tag 'B-CITY' of token 1" in caplog.text
+    assert "bad.conll:1: tag 'B-CITY' of token 1" in stderr.text
 
 
 def test_hub_readers_with_a_local_dataset(monkeypatch):
@@ -115,7 +115,7 @@ def test_hub_readers_with_a_local_dataset(monkeypatch):
     assert calls[-1] == ("unimelb-nlp/wikiann", "sw", "test")
 
 
-def test_packed_token_classification_trains_like_padded(tagging_backbone, tmp_path, caplog):
+def test_packed_token_classification_trains_like_padded(tagging_backbone, tmp_path, caplog, stderr):
     """--pack-sequences on: tags (1, T) over the packed row; with dropout off, 3 steps give the padded weights.
     QA cannot be packed and says so."""
     import shutil
@@ -138,11 +138,11 @@ def test_packed_token_classification_trains_like_padded(tagging_backbone, tmp_pa
         states[mode] = load_state_dict(tmp_path / mode / "final")[0]
     for k in states["off"]:
         torch.testing.assert_close(states["on"][k], states["off"][k], rtol=1e-4, atol=1e-5, msg=k)
-    caplog.clear()
+    stderr.clear()
     squad = tmp_path / "squad.json"
     squad.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "anna met bruno", "qas": [
         {"id": "q", "question": "who ?", "answers": [{"text": "anna", "answer_start": 0}]}]}]}]}))
     assert main(["finetune", "--task", "question-answering", "--model", str(backbone), "--train-file", str(squad),
                  "--output-dir", str(tmp_path / "qa"), "--max-steps", "1", "--device", "cpu",
                  "--pack-sequences", "on"]) == 2
-    assert "cannot be packed" in caplog.text
+    assert "cannot be packed" in stderr.text

@@ -57,9 +57,9 @@ def test_xnli_end_to_end_on_shared_data(tiny_backbone, tmp_path):
     assert sub == pytest.approx({k: report["accuracy"][k] for k in ("fr", "sw")})
 
 
-def test_xnli_checks_evaluation_inputs_before_training(tiny_backbone, tmp_path, caplog):
+def test_xnli_checks_evaluation_inputs_before_training(tiny_backbone, tmp_path, caplog, stderr):
     data = write_xnli_folder(tmp_path / "x", n=3, languages=["en"])
     rc = main(["xnli", "--model", str(tiny_backbone), "--train-file", str(data / "xnli.test.en.tsv.gz"),
                "--eval-dir", str(data), "--languages", "en,klingon", "--output-dir", str(tmp_path / "o")])
-    assert rc == 2 and "unknown XNLI language code(s) ['klingon']" in caplog.text
+    assert rc == 2 and "unknown XNLI language code(s) ['klingon']" in stderr.text
     assert not (tmp_path / "o").exists()  # nothing was trained

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mdeberta.data.nli import open_text
-from mdeberta.errors import MdebertaError
+from mdeberta.errors import MdebertaError, UsageError
 
 logger = logging.getLogger("mdeberta.data")
 
@@ -332,11 +332,11 @@ def get_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
 def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict[str, Any]:
     """Micro precision, recall and F1 (0-1) over exact entity matches, plus per type."""
     if len(gold) != len(predicted):
-        raise ValueError(f"{len(gold)} gold sequences but {len(predicted)} predicted")
+        raise UsageError(f"{len(gold)} gold sequences but {len(predicted)} predicted")
     true, pred = set(), set()
     for k, (g, p) in enumerate(zip(gold, predicted)):
         if len(g) != len(p):
-            raise ValueError(f"sequence {k}: {len(g)} gold tags but {len(p)} predicted")
+            raise UsageError(f"sequence {k}: {len(g)} gold tags but {len(p)} predicted")
         true |= {(k, *e) for e in get_entities(g)}
         pred |= {(k, *e) for e in get_entities(p)}
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from mdeberta.errors import MdebertaError
+from mdeberta.errors import MdebertaError, UsageError
 
 logger = logging.getLogger("mdeberta.data.nli")
 
@@ -608,7 +608,7 @@ def length_grouped_batches(
     epochs while wasting little padding (the transformers ``group_by_length`` recipe).
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
     rng.shuffle(order)

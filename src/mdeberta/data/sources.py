@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdeberta.errors import MdebertaError
+from mdeberta.errors import MdebertaError, UsageError
 
 logger = logging.getLogger("mdeberta.data")
 
@@ -190,7 +190,7 @@ def _xz_uncompressed_size(path: Path) -> int:
                 if footer == b"\x00" * 12:  # stream padding
                     end -= 4
                     continue
-                raise ValueError("not an xz footer")
+                raise UsageError("not an xz footer")
             backward = (struct.unpack("<I", footer[4:8])[0] + 1) * 4
             f.seek(end - 12 - backward)
             index = f.read(backward)

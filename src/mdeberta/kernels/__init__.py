@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from mdeberta.errors import UsageError
 from mdeberta.kernels.cpu_attention import blocked_attention, sdpa_attention
 from mdeberta.model.attention import ATTENTION_BACKENDS, PackedSequences, is_tracing, register_attention_backend
 
@@ -129,7 +130,7 @@ def select_backend(query: torch.Tensor) -> Callable:
     if forced:
         if forced not in FORCED or forced not in ATTENTION_BACKENDS:
             available = [f for f in FORCED if f in ATTENTION_BACKENDS]
-            raise ValueError(f"MDEBERTA_ATTENTION={forced!r}; allowed here: {available}")
+            raise UsageError(f"MDEBERTA_ATTENTION={forced!r}; allowed here: {available}")
         return ATTENTION_BACKENDS[forced]
     if query.is_cuda and checked_triton is not None and os.environ.get("MDEBERTA_DISABLE_TRITON", "") != "1":
         return checked_triton

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mdeberta.config import DebertaConfig
+from mdeberta.errors import UsageError
 
 
 # --------------------------------------------------------------------------- relative positions
@@ -159,7 +160,7 @@ class PackedSequences:
                      ) -> PackedSequences:
         lengths = torch.as_tensor(lengths, dtype=torch.int64)
         if lengths.dim() != 1 or lengths.numel() == 0 or bool((lengths <= 0).any()):
-            raise ValueError(f"packed sequence lengths must be a non-empty list of positive ints, got {lengths}")
+            raise UsageError(f"packed sequence lengths must be a non-empty list of positive ints, got {lengths}")
         cu = torch.zeros(lengths.numel() + 1, dtype=torch.int32)
         cu[1:] = torch.cumsum(lengths, 0)
         return cls(cu.to(device) if device is not None else cu, int(lengths.max()))
@@ -169,11 +170,11 @@ class PackedSequences:
         """Checks ``cu_seqlens`` (0 first, increasing, ``total`` last) with errors that say what is wrong."""
         cu = torch.as_tensor(cu_seqlens)
         if cu.dim() != 1 or cu.numel() < 2 or cu.dtype.is_floating_point:
-            raise ValueError(f"cu_seqlens must be a 1-D integer tensor of N + 1 offsets, got shape {tuple(cu.shape)} "
+            raise UsageError(f"cu_seqlens must be a 1-D integer tensor of N + 1 offsets, got shape {tuple(cu.shape)} "
                              f"{cu.dtype}")
         lengths = cu[1:] - cu[:-1]
         if int(cu[0]) != 0 or int(cu[-1]) != total or bool((lengths <= 0).any()):
-            raise ValueError(f"cu_seqlens must start at 0, increase strictly and end at the packed length {total}; "
+            raise UsageError(f"cu_seqlens must start at 0, increase strictly and end at the packed length {total}; "
                              f"got {cu.tolist()}")
         return cls(cu.to(torch.int32), int(lengths.max()))
 
@@ -285,7 +286,7 @@ def register_attention_backend(name: str, fn: AttentionBackend) -> None:
 
 def get_attention_backend(name: str) -> AttentionBackend:
     if name not in ATTENTION_BACKENDS:
-        raise ValueError(f"unknown attention backend {name!r}; available: {sorted(ATTENTION_BACKENDS)}")
+        raise UsageError(f"unknown attention backend {name!r}; available: {sorted(ATTENTION_BACKENDS)}")
     return ATTENTION_BACKENDS[name]
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 import mdeberta.kernels  # noqa: F401  (registers the fast attention backends and the default "auto")
 from mdeberta.config import DebertaConfig
+from mdeberta.errors import UsageError
 from mdeberta.model.attention import PackedSequences, get_attention_backend, is_tracing
 from mdeberta.model.layers import DebertaEmbeddings, DebertaEncoder, init_weights, padding_mask_2d
 from mdeberta.model.outputs import BaseModelOutput
@@ -122,10 +123,10 @@ class DebertaModel(DebertaPreTrainedModel):
     ) -> tuple[int, int]:
         """Clear errors for inputs that would otherwise fail deep inside an embedding lookup."""
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+            raise UsageError("pass exactly one of input_ids and inputs_embeds")
         shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
         if len(shape) != 2:
-            raise ValueError(f"input_ids must be (batch, length), got shape {tuple(shape)}")
+            raise UsageError(f"input_ids must be (batch, length), got shape {tuple(shape)}")
         # Value checks read tensors on the host: skipped while torch.compile / an exporter traces.
         if is_tracing():
             return shape[0], shape[1]
@@ -133,9 +134,9 @@ class DebertaModel(DebertaPreTrainedModel):
             low, high = int(input_ids.min()), int(input_ids.max())
             if low < 0 or high >= self.config.vocab_size:
                 bad = low if low < 0 else high
-                raise ValueError(f"token id {bad} is outside the vocabulary (vocab_size={self.config.vocab_size})")
+                raise UsageError(f"token id {bad} is outside the vocabulary (vocab_size={self.config.vocab_size})")
         if self.config.position_biased_input and shape[1] > self.config.max_position_embeddings:
-            raise ValueError(
+            raise UsageError(
                 f"sequence length {shape[1]} exceeds max_position_embeddings={self.config.max_position_embeddings}"
                 " of this model (it adds absolute position embeddings)"
             )
@@ -143,7 +144,7 @@ class DebertaModel(DebertaPreTrainedModel):
         if self.config.type_vocab_size > 0 and token_type_ids is not None and token_type_ids.numel():
             low, high = int(token_type_ids.min()), int(token_type_ids.max())
             if low < 0 or high >= self.config.type_vocab_size:
-                raise ValueError(
+                raise UsageError(
                     f"token_type_ids contain {high if high > 0 else low}, outside type_vocab_size="
                     f"{self.config.type_vocab_size}"
                 )
@@ -155,11 +156,11 @@ class DebertaModel(DebertaPreTrainedModel):
         if cu_seqlens is None:
             return None
         if batch != 1:
-            raise ValueError(f"packed input (cu_seqlens) must be one row (1, total_tokens), got batch {batch}")
+            raise UsageError(f"packed input (cu_seqlens) must be one row (1, total_tokens), got batch {batch}")
         if attention_mask is not None and not bool(attention_mask.bool().all()):
-            raise ValueError("packed input has no padding: pass cu_seqlens without an attention_mask (or all ones)")
+            raise UsageError("packed input has no padding: pass cu_seqlens without an attention_mask (or all ones)")
         if self.config.conv_kernel_size > 0:
-            raise ValueError("this config has a convolution layer (conv_kernel_size > 0), which would mix "
+            raise UsageError("this config has a convolution layer (conv_kernel_size > 0), which would mix "
                              "neighbouring packed sequences; use padded batches")
         return PackedSequences.from_cu_seqlens(cu_seqlens.to(device), length)
 

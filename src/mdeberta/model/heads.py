@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mdeberta.config import DebertaConfig
+from mdeberta.errors import UsageError
 from mdeberta.model.deberta import DebertaModel, DebertaPreTrainedModel, check_keywords
 from mdeberta.model.layers import ACTIVATIONS, backend_mask, padding_mask_2d
 from mdeberta.model.outputs import (
@@ -148,7 +149,7 @@ class DebertaForMaskedLM(DebertaPreTrainedModel):
             sequence_output = self.enhanced_mask_decoder(out.hidden_states, attention_mask, position_ids)
         if only_masked_logits:
             if labels is None:
-                raise ValueError("only_masked_logits=True needs labels (-100 marks unscored positions)")
+                raise UsageError("only_masked_logits=True needs labels (-100 marks unscored positions)")
             selected = labels != -100
             logits = self.prediction_head(sequence_output[selected])
             target = labels[selected]
@@ -240,7 +241,7 @@ def reject_packed(kwargs: dict[str, Any], head: str) -> None:
     any other unknown keyword is a TypeError (a typo such as ``attention_maks=`` must not change the logits)."""
     check_keywords(kwargs, head, allowed=("cu_seqlens",))
     if kwargs.get("cu_seqlens") is not None:
-        raise ValueError(f"{head} does not take packed input (cu_seqlens); packing works with sequence and token "
+        raise UsageError(f"{head} does not take packed input (cu_seqlens); packing works with sequence and token "
                          "classification")
 
 
@@ -261,7 +262,7 @@ def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, con
     if labels.dim() == 1 or labels.shape[-1] == 1:
         labels = labels.view(-1).long()
         if labels.numel() and int(labels.max()) >= num_labels:
-            raise ValueError(f"label {int(labels.max())} is out of range for a head with {num_labels} labels")
+            raise UsageError(f"label {int(labels.max())} is out of range for a head with {num_labels} labels")
         keep = labels >= 0
         if not keep.any():
             return logits.sum() * 0.0
@@ -370,7 +371,7 @@ class DebertaForMultipleChoice(DebertaPreTrainedModel):
         reject_packed(kwargs, type(self).__name__)
         ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
         if ref.dim() != 3:
-            raise ValueError(f"multiple choice inputs must be (batch, choices, length), got {tuple(ref.shape)}")
+            raise UsageError(f"multiple choice inputs must be (batch, choices, length), got {tuple(ref.shape)}")
         num_choices = ref.shape[1]
 
         def flat(t: torch.Tensor | None, trailing: int = 1) -> torch.Tensor | None:

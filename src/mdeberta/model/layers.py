@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mdeberta.config import DebertaConfig
+from mdeberta.errors import UsageError
 from mdeberta.model.attention import (
     DisentangledSelfAttention,
     PackedSequences,
@@ -85,7 +86,7 @@ class DebertaEmbeddings(nn.Module):
     def absolute_positions(self, position_ids: torch.Tensor) -> torch.Tensor:
         """Absolute position embeddings in hidden size (used by the Enhanced Mask Decoder)."""
         if self.position_embeddings is None:
-            raise ValueError("this model has no absolute position embeddings (position_biased_input=False)")
+            raise UsageError("this model has no absolute position embeddings (position_biased_input=False)")
         z = self.position_embeddings(position_ids)
         return self.embed_proj(z) if self.embed_proj is not None else z
 

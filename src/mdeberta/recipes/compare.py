@@ -300,11 +300,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         out = Path(args.output)
         for path in (out, out.with_suffix(".md"), out.with_suffix(".png")):
             check_output_file(path, [*args.candidate, *args.baseline], overwrite=args.overwrite)
-    try:
-        result = compare_groups(args.candidate, args.baseline, args.split)
-    except (PredictionsError, OSError) as e:
-        logger.error("%s", e)
-        return 2
+    result = compare_groups(args.candidate, args.baseline, args.split)
     report = markdown_report(result)
     print(report, end="")
     if args.output:

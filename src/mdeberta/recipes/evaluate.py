@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mdeberta.arguments import add_alias
+from mdeberta.arguments import add_alias, whole_number
 from mdeberta.data.nli import LABELS, XNLI_LANGUAGES, NLIDataError, NLIExample, load_xnli, read_nli_file
 from mdeberta.files import atomic_save, atomic_write_text
 from mdeberta.tasks import TASKS
@@ -480,22 +480,11 @@ def add_eval_arguments(p: argparse.ArgumentParser, standalone: bool = True) -> N
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    try:
-        run_evaluate(args)
-    except (NLIDataError, ValueError, OSError) as e:
-        logger.error("%s", e)
-        return 2
+    run_evaluate(args)
     return 0
 
 
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
-    return n
+_positive = whole_number(1)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:

@@ -19,15 +19,11 @@ logger = logging.getLogger("mdeberta.export")
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from mdeberta.serving import ExportError, export_onnx
+    from mdeberta.serving import export_onnx
 
-    try:
-        report = export_onnx(args.src, args.dst, head=args.head, opset=args.opset, tolerance=args.tolerance,
-                             int8=args.int8, check_file=args.check_file, check_examples=args.check_examples,
-                             max_length=args.max_seq_length, overwrite=args.overwrite)
-    except ExportError as e:
-        logger.error("%s", e)
-        return 2
+    report = export_onnx(args.src, args.dst, head=args.head, opset=args.opset, tolerance=args.tolerance,
+                         int8=args.int8, check_file=args.check_file, check_examples=args.check_examples,
+                         max_length=args.max_seq_length, overwrite=args.overwrite)
     print(f"wrote {report.folder} ({report.head}): ONNX Runtime vs PyTorch max |diff| {report.max_abs_diff:.2e} "
           f"on random padded inputs (lengths 7-600), {report.seconds:.0f} s")
     if report.int8:

@@ -23,17 +23,18 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mdeberta.arguments import TrainingConfig, add_config_arguments, option
 from mdeberta.config import PRESETS
-from mdeberta.errors import MdebertaError, UsageError
+from mdeberta.errors import UsageError
 from mdeberta.files import atomic_write_text
 from mdeberta.tasks import TASKS, LengthGroupedBatches, training_accuracy
-from mdeberta.tasks.base import add_text_task_arguments
+from mdeberta.tasks.base import TextLabelOptions
 from mdeberta.tasks.nli import load_model_for_nli
 from mdeberta.train.run_folder import prepare_run_folder
 
@@ -58,27 +59,29 @@ RESUME_SAFE = ("eval_every", "eval_batch_size", "languages", "split", "eval_dir"
                "metric")
 
 
-def check_schedule_arguments(args: argparse.Namespace) -> None:
+def check_schedule_arguments(cfg: FinetuneConfig) -> None:
     """Clear errors for bad sizes and schedule options, checked before any data is read (a bad
     ``--eval-batch-size`` used to fail only after the whole training run)."""
     for name in ("batch_size", "grad_accum", "eval_batch_size", "max_seq_length", "log_every", "eval_every"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+        if getattr(cfg, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
     for name in ("max_steps", "max_train_examples", "max_dev_examples"):
-        if getattr(args, name, None) is not None and getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+        if getattr(cfg, name, None) is not None and getattr(cfg, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
     for name in ("save_every", "keep_last", "warmup_steps"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 0")
-    if not args.epochs > 0:
-        raise UsageError(f"--epochs {args.epochs}: must be > 0")
-    if args.max_seq_length > 512:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 0")
+    if not cfg.epochs > 0:
+        raise UsageError(f"--epochs {cfg.epochs}: must be > 0")
+    if cfg.max_seq_length > 512:
         logger.warning("--max-seq-length %d: attention costs grow with the square of the length (%.0fx that of 512)",
-                       args.max_seq_length, (args.max_seq_length / 512) ** 2)
-    if args.warmup_ratio is not None and not 0 <= args.warmup_ratio < 1:
-        raise UsageError(f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)")
-    if args.layerwise_lr_decay is not None and not 0 < args.layerwise_lr_decay <= 1:
-        raise UsageError(f"--layerwise-lr-decay {args.layerwise_lr_decay}: must be in (0, 1]")
+                       cfg.max_seq_length, (cfg.max_seq_length / 512) ** 2)
+    if cfg.warmup_steps is not None and cfg.warmup_ratio is not None:
+        raise UsageError(f"--warmup-steps {cfg.warmup_steps} and --warmup-ratio {cfg.warmup_ratio}: give one of them")
+    if cfg.warmup_ratio is not None and not 0 <= cfg.warmup_ratio < 1:
+        raise UsageError(f"--warmup-ratio {cfg.warmup_ratio}: must be in [0, 1)")
+    if cfg.layerwise_lr_decay is not None and not 0 < cfg.layerwise_lr_decay <= 1:
+        raise UsageError(f"--layerwise-lr-decay {cfg.layerwise_lr_decay}: must be in (0, 1]")
 
 
 def export_model(model: Any, tokenizer: Any, folder: Path, info: dict[str, Any]) -> None:
@@ -94,13 +97,13 @@ def export_model(model: Any, tokenizer: Any, folder: Path, info: dict[str, Any])
     replace_folder(tmp, folder)
 
 
-def make_task(args: argparse.Namespace, tokenizer: Any) -> Any:
+def make_task(cfg: FinetuneConfig, tokenizer: Any) -> Any:
     """The task of ``--task`` with the command's options, its training and dev data loaded."""
     from mdeberta.tasks import TaskOptions
     from mdeberta.tasks import make_task as make
 
-    task = make(getattr(args, "task", "nli"), TaskOptions.from_args(args), tokenizer)
-    task.load_training(args.train_file, args.dev_file)
+    task = make(getattr(cfg, "task", "nli"), TaskOptions.from_args(cfg), tokenizer)
+    task.load_training(cfg.train_file, cfg.dev_file)
     return task
 
 
@@ -121,8 +124,9 @@ def whole_model(model: torch.nn.Module, fsdp: bool) -> torch.nn.Module | None:
 
 
 # --------------------------------------------------------------------------- the recipe
-def finetune(args: argparse.Namespace) -> FinetuneResult:
-    """Run fine-tuning as configured by the CLI arguments (also called by ``mdeberta xnli``)."""
+def finetune(args: argparse.Namespace | FinetuneConfig) -> FinetuneResult:
+    """Run fine-tuning as configured: the parsed flags or a config built in Python (also called by ``mdeberta
+    xnli``, whose namespace has the evaluation flags besides)."""
     from mdeberta.tokenizer import DebertaTokenizer
     from mdeberta.train import (
         Trainer,
@@ -135,64 +139,62 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
     )
 
     start = time.perf_counter()
-    if args.model in PRESETS and not args.tokenizer and not Path(args.model).exists():
-        raise ValueError(f"--model {args.model} is a preset (an architecture without a tokenizer); pass --tokenizer")
-    check_schedule_arguments(args)  # before minutes of data loading, not after
-    env = init_distributed(args.device)
-    seed_everything(args.seed)
-    output_dir = Path(args.output_dir)
-    folder = prepare_run_folder(args, output_dir, flag="--output-dir", safe=RESUME_SAFE, is_main=env.is_main,
-                                sources=[args.model, args.tokenizer, *args.train_file, *(args.dev_file or [])])
-    tokenizer = DebertaTokenizer.from_pretrained(args.tokenizer or args.model)
+    cfg = FinetuneConfig.from_args(args)
+    if cfg.model in PRESETS and not cfg.tokenizer and not Path(cfg.model).exists():
+        raise UsageError(f"--model {cfg.model} is a preset (an architecture without a tokenizer); pass --tokenizer")
+    check_schedule_arguments(cfg)  # before minutes of data loading, not after
+    env = init_distributed(cfg.device)
+    seed_everything(cfg.seed)
+    output_dir = Path(cfg.output_dir)
+    folder = prepare_run_folder(cfg, output_dir, flag="--output-dir", safe=RESUME_SAFE, is_main=env.is_main,
+                                sources=[cfg.model, cfg.tokenizer, *cfg.train_file, *(cfg.dev_file or [])])
+    tokenizer = DebertaTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
 
-    task = make_task(args, tokenizer)
+    task = make_task(cfg, tokenizer)
     train_features, dev_features = task.train_features, task.dev_features
 
-    per_step = args.batch_size // (args.grad_accum * env.world_size)
-    if per_step * args.grad_accum * env.world_size != args.batch_size:
-        raise ValueError(f"--batch-size {args.batch_size} must be a multiple of --grad-accum ({args.grad_accum}) x "
-                         f"processes ({env.world_size})")
-    pack = args.pack_sequences == "on" or (args.pack_sequences == "auto" and env.device.type == "cuda"
+    per_step = cfg.micro_batch_size(env.world_size)
+    pack = cfg.pack_sequences == "on" or (cfg.pack_sequences == "auto" and env.device.type == "cuda"
                                            and task.packable)
     if pack and not task.packable:
-        raise ValueError(f"--pack-sequences on: the {task.name} task cannot be packed (its labels are per window "
+        raise UsageError(f"--pack-sequences on: the {task.name} task cannot be packed (its labels are per window "
                          "position); use --pack-sequences off")
-    data = LengthGroupedBatches(train_features, per_step, args.seed, tokenizer.pad_token_id, env.rank,
+    data = LengthGroupedBatches(train_features, per_step, cfg.seed, tokenizer.pad_token_id, env.rank,
                                 env.world_size, collate_fn=task.collate_packed if pack else task.collate)
-    steps_per_epoch = max(1, len(data) // args.grad_accum)
-    max_steps = args.max_steps or max(1, round(args.epochs * steps_per_epoch))
-    warmup = args.warmup_steps
-    if args.warmup_ratio is not None:
-        warmup = round(args.warmup_ratio * max_steps)
+    steps_per_epoch = max(1, len(data) // cfg.grad_accum)
+    max_steps = cfg.max_steps or max(1, round(cfg.epochs * steps_per_epoch))
+    warmup = RECIPE["warmup_steps"] if cfg.warmup_steps is None else cfg.warmup_steps
+    if cfg.warmup_ratio is not None:
+        warmup = round(cfg.warmup_ratio * max_steps)
     elif warmup * 2 > max_steps:
-        warmup = max(0, max_steps // 10)
         logger.warning("--warmup-steps %d is more than half of the %d training steps; using %d (10%%)",
-                       args.warmup_steps, max_steps, warmup)
+                       warmup, max_steps, max(0, max_steps // 10))
+        warmup = max(0, max_steps // 10)
     logger.info("%d steps (%.2f epochs of %d steps), global batch %d = %d x %d accum x %d procs, warmup %d",
-                max_steps, max_steps / steps_per_epoch, steps_per_epoch, args.batch_size, per_step, args.grad_accum,
+                max_steps, max_steps / steps_per_epoch, steps_per_epoch, cfg.batch_size, per_step, cfg.grad_accum,
                 env.world_size, warmup)
 
-    model = task.build_model(args.model, tokenizer, args.random_init).to(env.device)
+    model = task.build_model(cfg.model, tokenizer, cfg.random_init).to(env.device)
     config = model.config
-    if config.position_biased_input and args.max_seq_length > config.max_position_embeddings:
-        raise UsageError(f"--max-seq-length {args.max_seq_length} exceeds the {config.max_position_embeddings} "
-                         f"absolute positions of {args.model}")
+    if config.position_biased_input and cfg.max_seq_length > config.max_position_embeddings:
+        raise UsageError(f"--max-seq-length {cfg.max_seq_length} exceeds the {config.max_position_embeddings} "
+                         f"absolute positions of {cfg.model}")
     model.train()
-    fsdp = env.distributed and args.distributed == "fsdp"
-    precision = args.precision
+    fsdp = env.distributed and cfg.distributed == "fsdp"
+    precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if env.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    wrapped = wrap_model(model, env, args.distributed, precision)
-    optimizer = build_optimizer(wrapped, lr=args.learning_rate, weight_decay=args.weight_decay, betas=(0.9, 0.999),
-                                eps=1e-6, layerwise_lr_decay=args.layerwise_lr_decay,
+    wrapped = wrap_model(model, env, cfg.distributed, precision)
+    optimizer = build_optimizer(wrapped, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
+                                eps=1e-6, layerwise_lr_decay=cfg.layerwise_lr_decay,
                                 num_layers=model.config.num_hidden_layers)
     scheduler = linear_schedule(optimizer, warmup, max_steps)
 
-    info = {"task": task.name, "source_model": str(args.model), "random_init": bool(args.random_init),
-            "train_file": [str(f) for f in args.train_file], "train_examples": len(train_features),
-            "learning_rate": args.learning_rate, "layerwise_lr_decay": args.layerwise_lr_decay,
-            "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
-            "warmup_steps": warmup, "max_steps": max_steps, "seed": args.seed, "precision": precision,
+    info = {"task": task.name, "source_model": str(cfg.model), "random_init": bool(cfg.random_init),
+            "train_file": [str(f) for f in cfg.train_file], "train_examples": len(train_features),
+            "learning_rate": cfg.learning_rate, "layerwise_lr_decay": cfg.layerwise_lr_decay,
+            "batch_size": cfg.batch_size, "max_seq_length": cfg.max_seq_length,
+            "warmup_steps": warmup, "max_steps": max_steps, "seed": cfg.seed, "precision": precision,
             "packed_sequences": pack}
     info.update(task.info)
     best_dir, final_dir = output_dir / "best", output_dir / "final"
@@ -208,7 +210,7 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
         return loss, {"num_tokens": tokens, **({} if accuracy is None else {"accuracy": accuracy})}
 
     def eval_fn(trainer: Any) -> dict[str, float]:
-        results = task.evaluate(trainer.unwrapped, args.eval_batch_size, trainer.env)
+        results = task.evaluate(trainer.unwrapped, cfg.eval_batch_size, trainer.env)
         value = results[metric]  # the same on every rank: each scores the whole dev set
         if value == value and (best["value"] is None or value > best["value"]):  # a NaN (constant output) never wins
             best["value"] = value
@@ -220,9 +222,9 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
         return {**results, f"best_{metric}": best["value"]}
 
     targs = TrainingArguments(
-        output_dir=str(output_dir), max_steps=max_steps, grad_accum=args.grad_accum, precision=precision,
-        log_every=args.log_every, save_every=args.save_every, eval_every=args.eval_every if dev_features else 0,
-        keep_last=args.keep_last, seed=args.seed, extra={"recipe": "finetune", **info},
+        output_dir=str(output_dir), max_steps=max_steps, grad_accum=cfg.grad_accum, precision=precision,
+        log_every=cfg.log_every, save_every=cfg.save_every, eval_every=cfg.eval_every if dev_features else 0,
+        keep_last=cfg.keep_last, seed=cfg.seed, extra={"recipe": "finetune", **info},
     )
     trainer = Trainer(wrapped, step_fn, optimizer, scheduler, data, targs, env=env,
                       eval_fn=eval_fn if dev_features else None,
@@ -242,69 +244,66 @@ def finetune(args: argparse.Namespace) -> FinetuneResult:
     return FinetuneResult(output_dir, model_dir, best["value"], trainer.step, seconds, history)
 
 
-def add_finetune_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
-    """Options shared by ``finetune`` and ``xnli`` (``defaults`` overrides some, e.g. the hub sources)."""
-    d = {"model": None, "train_file": None, **(defaults or {})}
-    if defaults is None:  # finetune; xnli is NLI only
-        p.add_argument("--task", choices=list(TASKS), default="nli",
+TASK_FLAGS = ("task", "doc_stride", "max_answer_length", "metric", *(f.name for f in fields(TextLabelOptions)))
+
+
+@dataclass(kw_only=True)
+class FinetuneConfig(TrainingConfig, TextLabelOptions):
+    """Everything ``mdeberta finetune`` (and the training half of ``mdeberta xnli``) runs on; ``run_config.json``
+    stores it and ``--resume`` compares it."""
+
+    task: str = option("nli", choices=list(TASKS),
                        help="nli: sentence pairs (TSV/JSONL/hub); text-classification: one text or a pair, any labels "
                             "(TSV/CSV/JSONL/hub NAME[:CONFIG]); regression: one number per text (STS-B); "
                             "multiple-choice: context + endings (SWAG / COPA layouts); token-classification: CoNLL / "
                             "IOB2 columns, JSON lines (tokens + ner_tags) or hub google/xtreme:LANG; "
                             "question-answering: SQuAD v1.1 / XQuAD / MLQA JSON or hub rajpurkar/squad")
-        p.add_argument("--doc-stride", type=int, default=128, help="question-answering: overlap of context windows")
-        p.add_argument("--max-answer-length", type=int, default=30, help="question-answering: longest answer (tokens)")
-        add_text_task_arguments(p)
-        p.add_argument("--metric", default=None,
-                       help="dev metric that picks best/ (default: the task's first: nli / text-classification / "
-                            "multiple-choice accuracy, multi-label micro_f1, regression pearson, NER / QA f1; also "
-                            "macro_f1, mcc, spearman, exact_match)")
-    p.add_argument("--model", default=d["model"], required=d["model"] is None,
-                   help="checkpoint folder or hub id (a preset name with --random-init)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model's)")
-    p.add_argument("--random-init", action="store_true",
-                   help="same architecture as --model (folder or preset) but untrained: the no-pretraining baseline")
-    p.add_argument("--train-file", nargs="+", default=d["train_file"], required=d["train_file"] is None,
-                   help="NLI training files (TSV/JSONL, .gz ok) or a hub dataset (nyu-mll/multi_nli)")
-    p.add_argument("--dev-file", nargs="+", default=None, help="dev NLI file(s) for evaluation / best checkpoint")
-    p.add_argument("--max-train-examples", type=int, default=None, help="cap training pairs (seeded sample)")
-    p.add_argument("--max-dev-examples", type=int, default=None)
-    p.add_argument("--learning-rate", "--lr", type=float, default=RECIPE["learning_rate"])
-    p.add_argument("--epochs", type=float, default=RECIPE["epochs"])
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
-    p.add_argument("--warmup-steps", type=int, default=RECIPE["warmup_steps"],
-                   help="linear warmup steps (capped at 10%% of training when more than half of it)")
-    p.add_argument("--warmup-ratio", type=float, default=None,
-                   help="warmup as a share of the training steps (ELECTRA: 0.1); overrides --warmup-steps")
-    p.add_argument("--layerwise-lr-decay", type=float, default=None, metavar="DECAY",
-                   help="layer i of N trains at lr * DECAY**(N - i), the embeddings at lr * DECAY**(N + 1), the head "
-                        "at lr (ELECTRA fine-tuning: 0.8 for small, 0.9 for large models)")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--batch-size", type=int, default=RECIPE["batch_size"], help="global batch size")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    p.add_argument("--max-seq-length", type=int, default=RECIPE["max_seq_length"],
-                   help="pairs longer than this are truncated longest-first")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 on a GPU that supports it, else fp32")
-    p.add_argument("--pack-sequences", default="auto", choices=["auto", "on", "off"],
-                   help="train on each batch's sequences packed into one row (cu_seqlens: no padding computed; the "
-                        "Triton kernel's varlen path). auto: on CUDA for NLI and token classification; on CPU the "
-                        "other backends apply it as a block-diagonal mask, exact but not faster")
-    p.add_argument("--eval-every", type=int, default=1000, help="dev evaluation every N steps (and at the end)")
-    p.add_argument("--save-every", type=int, default=1000, help="resumable checkpoint every N steps")
-    p.add_argument("--keep-last", type=int, default=2)
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--eval-batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --output-dir from its newest checkpoint (the arguments must be the run's; "
-                        "with no checkpoint yet the run starts)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a non-empty --output-dir (set aside, deleted once this run finishes)")
-    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available; torchrun sets it)")
-    p.add_argument("--distributed", choices=["ddp", "fsdp"], default="ddp",
-                   help="strategy under torchrun: ddp (every process holds the model) or fsdp (FSDP2, parameters "
-                        "sharded per layer; the exports are gathered whole)")
+    doc_stride: int = option(128, type=int, help="question-answering: overlap of context windows")
+    max_answer_length: int = option(30, type=int, help="question-answering: longest answer (tokens)")
+    metric: str | None = option(None, help="dev metric that picks best/ (default: the task's first: nli / "
+                                           "text-classification / multiple-choice accuracy, multi-label micro_f1, "
+                                           "regression pearson, NER / QA f1; also macro_f1, mcc, spearman, "
+                                           "exact_match)")
+    model: str | None = option(None, required=True,
+                               help="checkpoint folder or hub id (a preset name with --random-init)")
+    random_init: bool = option(False, help="same architecture as --model (folder or preset) but untrained: the "
+                                           "no-pretraining baseline")
+    train_file: list[str] | None = option(None, required=True, nargs="+",
+                                          help="training files (TSV/CSV/JSONL, .gz ok) or a hub dataset "
+                                               "(nyu-mll/multi_nli)")
+    dev_file: list[str] | None = option(None, nargs="+", help="dev file(s) for evaluation / best checkpoint")
+    max_train_examples: int | None = option(None, type=int, help="cap training examples (seeded sample)")
+    max_dev_examples: int | None = option(None, type=int, help="cap dev examples (seeded sample)")
+    learning_rate: float = option(RECIPE["learning_rate"], type=float, aliases=("--lr",), help="peak learning rate")
+    epochs: float = option(RECIPE["epochs"], type=float, help="passes over the training data")
+    max_steps: int | None = option(None, help="stop after this many steps (overrides --epochs)")
+    warmup_steps: int | None = option(None, help="linear warmup steps (default: the recipe's 3000, capped at 10%% of "
+                                                 "training when more than half of it)")
+    layerwise_lr_decay: float | None = option(None, type=float, metavar="DECAY",
+                                              help="layer i of N trains at lr * DECAY**(N - i), the embeddings at lr "
+                                                   "* DECAY**(N + 1), the head at lr (ELECTRA fine-tuning: 0.8 for "
+                                                   "small, 0.9 for large models)")
+    batch_size: int = option(RECIPE["batch_size"])
+    max_seq_length: int = option(RECIPE["max_seq_length"], type=int,
+                                 help="pairs longer than this are truncated longest-first")
+    precision: str = option("auto", choices=["auto", "fp32", "bf16", "fp16"],
+                            help="auto: bf16 on a GPU that supports it, else fp32")
+    pack_sequences: str = option("auto", choices=["auto", "on", "off"],
+                                 help="train on each batch's sequences packed into one row (cu_seqlens: no padding "
+                                      "computed; the Triton kernel's varlen path). auto: on CUDA for NLI and token "
+                                      "classification; on CPU the other backends apply it as a block-diagonal mask, "
+                                      "exact but not faster")
+    eval_every: int = option(1000, type=int, help="dev evaluation every N steps (and at the end)")
+    eval_batch_size: int = option(64, type=int, help="sequences per dev forward pass")
+    save_every: int = option(1000)
+    keep_last: int = option(2)
+    log_every: int = option(50)
+
+
+def add_finetune_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+    """The flags of :class:`FinetuneConfig`; ``defaults`` (xnli: the hub sources) overrides some and leaves out the
+    task flags (xnli is NLI only)."""
+    add_config_arguments(p, FinetuneConfig, defaults=defaults, exclude=TASK_FLAGS if defaults is not None else ())
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -312,9 +311,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     try:
         result = finetune(args)
-    except (MdebertaError, ValueError, FileNotFoundError) as e:
-        logger.error("%s", e)
-        return 2
     finally:
         cleanup_distributed()
     if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per torchrun process
@@ -327,7 +323,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("finetune", help="fine-tune a classifier on NLI pairs (XNLI recipe defaults)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_finetune_arguments(p)
-    p.add_argument("--output-dir", required=True)
     p.set_defaults(func=cmd_finetune)
 
 

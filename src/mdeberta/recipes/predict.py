@@ -88,16 +88,12 @@ def cmd_predict_tokens(args: argparse.Namespace) -> int:
     """Entities with character spans, one JSON object per text."""
     from mdeberta.inference import TokenClassifier
 
-    try:
-        texts = list(args.text or []) or [line.rstrip("\r\n") for _, line in _lines(args.input) if line.strip()]
-        if not texts:
-            raise NLIDataError("no texts: give them with --text or --input FILE / '-' for stdin")
-        ner = TokenClassifier.from_pretrained(args.model, args.tokenizer, args.device,
-                                              max_length=args.max_seq_length)
-        results = [{"text": t, "entities": ner(t)} for t in texts]
-    except (NLIDataError, ValueError, OSError) as e:
-        logger.error("%s", e)
-        return 2
+    texts = list(args.text or []) or [line.rstrip("\r\n") for _, line in _lines(args.input) if line.strip()]
+    if not texts:
+        raise NLIDataError("no texts: give them with --text or --input FILE / '-' for stdin")
+    ner = TokenClassifier.from_pretrained(args.model, args.tokenizer, args.device,
+                                          max_length=args.max_seq_length)
+    results = [{"text": t, "entities": ner(t)} for t in texts]
     _write_jsonl(args.output, results)
     return 0
 
@@ -113,22 +109,18 @@ def cmd_predict_answers(args: argparse.Namespace) -> int:
     """Answers with character spans for JSON lines {"question": ..., "context": ...}."""
     from mdeberta.inference import QuestionAnswerer
 
-    try:
-        items = []
-        for line_no, line in _lines(args.input):
-            if not line.strip():
-                continue
-            obj = _json_object(args.input, line_no, line)
-            if not isinstance(obj.get("question"), str) or not isinstance(obj.get("context"), str):
-                raise NLIDataError(f"{args.input}:{line_no}: expected string keys question and context")
-            items.append(obj)
-        if not items:
-            raise NLIDataError("no questions: give JSON lines {\"question\": ..., \"context\": ...} with --input")
-        qa = QuestionAnswerer.from_pretrained(args.model, args.tokenizer, args.device, max_length=args.max_seq_length)
-        results = [{**obj, **qa(obj["question"], obj["context"])} for obj in items]
-    except (NLIDataError, ValueError, OSError) as e:
-        logger.error("%s", e)
-        return 2
+    items = []
+    for line_no, line in _lines(args.input):
+        if not line.strip():
+            continue
+        obj = _json_object(args.input, line_no, line)
+        if not isinstance(obj.get("question"), str) or not isinstance(obj.get("context"), str):
+            raise NLIDataError(f"{args.input}:{line_no}: expected string keys question and context")
+        items.append(obj)
+    if not items:
+        raise NLIDataError("no questions: give JSON lines {\"question\": ..., \"context\": ...} with --input")
+    qa = QuestionAnswerer.from_pretrained(args.model, args.tokenizer, args.device, max_length=args.max_seq_length)
+    results = [{**obj, **qa(obj["question"], obj["context"])} for obj in items]
     _write_jsonl(args.output, results)
     return 0
 
@@ -156,19 +148,15 @@ def cmd_predict_texts(args: argparse.Namespace) -> int:
     """Text classification / regression: texts (or JSON objects with text / text_pair) in, labels or values out."""
     from mdeberta.inference import TextClassifier
 
-    try:
-        items = [{"text": t} for t in args.text] if args.text else read_texts(args.input)
-        if not items:
-            raise NLIDataError("no texts: give them with --text or --input FILE / '-' for stdin")
-        if len({"text_pair" in obj for obj in items}) > 1:
-            raise NLIDataError("some inputs have a 'text_pair' and others not: a model takes one input form")
-        clf = TextClassifier.from_pretrained(args.model, args.tokenizer, args.device, batch_size=args.batch_size,
-                                             max_length=args.max_seq_length)
-        pairs = [obj["text_pair"] for obj in items] if "text_pair" in items[0] else None
-        results = clf([obj["text"] for obj in items], pairs)
-    except (NLIDataError, ValueError, OSError) as e:
-        logger.error("%s", e)
-        return 2
+    items = [{"text": t} for t in args.text] if args.text else read_texts(args.input)
+    if not items:
+        raise NLIDataError("no texts: give them with --text or --input FILE / '-' for stdin")
+    if len({"text_pair" in obj for obj in items}) > 1:
+        raise NLIDataError("some inputs have a 'text_pair' and others not: a model takes one input form")
+    clf = TextClassifier.from_pretrained(args.model, args.tokenizer, args.device, batch_size=args.batch_size,
+                                         max_length=args.max_seq_length)
+    pairs = [obj["text_pair"] for obj in items] if "text_pair" in items[0] else None
+    results = clf([obj["text"] for obj in items], pairs)
     _write_jsonl(args.output, [{**obj, **r} for obj, r in zip(items, results)])
     return 0
 
@@ -179,30 +167,26 @@ def cmd_predict_choices(args: argparse.Namespace) -> int:
     from mdeberta.tasks import TaskOptions
     from mdeberta.tasks.multiple_choice import ChoiceExample, MultipleChoiceTask, parse_choice_row
 
-    try:
-        examples, items = [], []
-        for line_no, line in _lines(args.input):
-            if not line.strip():
-                continue
-            obj = _json_object(args.input, line_no, line)
-            context, endings, _ = parse_choice_row(Row(obj, f"{args.input}:{line_no}"), list(obj))
-            if not isinstance(endings, list) or len(endings) < 2:
-                raise NLIDataError(f"{args.input}:{line_no}: needs two or more endings")
-            examples.append(ChoiceExample(context, endings, None, f"{args.input}:{line_no}", index=len(items)))
-            items.append(obj)
-        if not examples:
-            raise NLIDataError("no examples: JSON lines with context and endings (or SWAG / COPA fields)")
-        from mdeberta.inference import default_device
-        from mdeberta.model import DebertaForMultipleChoice
-        from mdeberta.tokenizer import DebertaTokenizer
+    examples, items = [], []
+    for line_no, line in _lines(args.input):
+        if not line.strip():
+            continue
+        obj = _json_object(args.input, line_no, line)
+        context, endings, _ = parse_choice_row(Row(obj, f"{args.input}:{line_no}"), list(obj))
+        if not isinstance(endings, list) or len(endings) < 2:
+            raise NLIDataError(f"{args.input}:{line_no}: needs two or more endings")
+        examples.append(ChoiceExample(context, endings, None, f"{args.input}:{line_no}", index=len(items)))
+        items.append(obj)
+    if not examples:
+        raise NLIDataError("no examples: JSON lines with context and endings (or SWAG / COPA fields)")
+    from mdeberta.inference import default_device
+    from mdeberta.model import DebertaForMultipleChoice
+    from mdeberta.tokenizer import DebertaTokenizer
 
-        model = DebertaForMultipleChoice.from_pretrained(args.model).to(args.device or default_device()).eval()
-        tokenizer = DebertaTokenizer.from_pretrained(args.tokenizer or args.model)
-        task = MultipleChoiceTask(TaskOptions(max_seq_length=args.max_seq_length), tokenizer)
-        predictions = task.predict(model, examples, args.batch_size)
-    except (NLIDataError, ValueError, OSError) as e:
-        logger.error("%s", e)
-        return 2
+    model = DebertaForMultipleChoice.from_pretrained(args.model).to(args.device or default_device()).eval()
+    tokenizer = DebertaTokenizer.from_pretrained(args.tokenizer or args.model)
+    task = MultipleChoiceTask(TaskOptions(max_seq_length=args.max_seq_length), tokenizer)
+    predictions = task.predict(model, examples, args.batch_size)
     _write_jsonl(args.output, [{**obj, "label": p["label"], "scores": p["scores"]}
                                for obj, p in zip(items, predictions)])
     return 0
@@ -220,13 +204,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return cmd_predict_tokens(args)
     if args.task == "question-answering":
         return cmd_predict_answers(args)
-    try:
-        pairs = read_pairs(args.input)
-        model, tokenizer = load_classifier(args.model, args.tokenizer, args.device)
-        predictions = classify_pairs(model, tokenizer, pairs, args.batch_size, args.max_seq_length)
-    except (NLIDataError, ValueError, OSError) as e:
-        logger.error("%s", e)
-        return 2
+    pairs = read_pairs(args.input)
+    model, tokenizer = load_classifier(args.model, args.tokenizer, args.device)
+    predictions = classify_pairs(model, tokenizer, pairs, args.batch_size, args.max_seq_length)
     out = _open_output(args.output)
     try:
         for (p, h), pred in zip(pairs, predictions):
@@ -241,16 +221,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_zero_shot(args: argparse.Namespace) -> int:
     from mdeberta.inference import ZeroShotClassifier
 
-    try:
-        texts = list(args.texts) or [line.rstrip("\r\n") for _, line in _lines(args.input) if line.strip()]
-        if not texts:
-            raise NLIDataError("no texts: give them as arguments or with --input FILE / '-' for stdin")
-        clf = ZeroShotClassifier.from_pretrained(args.model, args.tokenizer, args.device,
-                                                 batch_size=args.batch_size, max_length=args.max_seq_length)
-        results = clf(texts, args.labels, args.template, args.multi_label)
-    except (NLIDataError, ValueError, OSError) as e:
-        logger.error("%s", e)
-        return 2
+    texts = list(args.texts) or [line.rstrip("\r\n") for _, line in _lines(args.input) if line.strip()]
+    if not texts:
+        raise NLIDataError("no texts: give them as arguments or with --input FILE / '-' for stdin")
+    clf = ZeroShotClassifier.from_pretrained(args.model, args.tokenizer, args.device,
+                                             batch_size=args.batch_size, max_length=args.max_seq_length)
+    results = clf(texts, args.labels, args.template, args.multi_label)
     _write_jsonl(args.output, results)
     return 0
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from mdeberta.data.nli import LABELS, NLIDataError, collate, encode_examples, load_nli
-from mdeberta.errors import CheckpointError
+from mdeberta.data.nli import LABELS, collate, encode_examples, load_nli
+from mdeberta.errors import CheckpointError, UsageError
 from mdeberta.files import atomic_write_text
 
 logger = logging.getLogger("mdeberta.probe")
@@ -93,7 +93,7 @@ FEATURES = ("pair", "sentences")
 def probe_features(backbone: Any, tokenizer: Any, examples: list, max_length: int, features: str) -> torch.Tensor:
     """(N, layers + 1, dim) probe inputs: pooled pair vectors, or [u, v, |u - v|, u * v] of the two sentences."""
     if features not in FEATURES:
-        raise ValueError(f"features={features!r}; allowed: {list(FEATURES)}")
+        raise UsageError(f"features={features!r}; allowed: {list(FEATURES)}")
     pad = tokenizer.pad_token_id
     if features == "pair":
         return pooled_features(backbone, encode_examples(tokenizer, examples, max_length), pad_token_id=pad)
@@ -137,18 +137,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
         check_output_file(args.output, [args.model, *args.train_file, *args.eval_file], overwrite=args.overwrite)
     torch.set_grad_enabled(True)
     start = time.perf_counter()
-    try:
-        tokenizer = DebertaTokenizer.from_pretrained(args.tokenizer or args.model)
-        backbone = load_backbone(args.model, tokenizer, args.random_init, args.seed)
-        if len(tokenizer) > backbone.config.vocab_size:
-            raise CheckpointError(f"the tokenizer has {len(tokenizer)} tokens but {args.model} has vocab_size "
-                                  f"{backbone.config.vocab_size}: pass the model's tokenizer (--tokenizer)")
-        train = load_nli(args.train_file, "train", args.max_train_examples, args.seed)
-        evaluation = load_nli(args.eval_file, "eval", args.max_eval_examples, args.seed)
-        result = probe(backbone, tokenizer, train, evaluation, args.max_seq_length, args.l2, args.features)
-    except (NLIDataError, CheckpointError, ValueError, FileNotFoundError) as e:
-        logger.error("%s", e)
-        return 2
+    tokenizer = DebertaTokenizer.from_pretrained(args.tokenizer or args.model)
+    backbone = load_backbone(args.model, tokenizer, args.random_init, args.seed)
+    if len(tokenizer) > backbone.config.vocab_size:
+        raise CheckpointError(f"the tokenizer has {len(tokenizer)} tokens but {args.model} has vocab_size "
+                              f"{backbone.config.vocab_size}: pass the model's tokenizer (--tokenizer)")
+    train = load_nli(args.train_file, "train", args.max_train_examples, args.seed)
+    evaluation = load_nli(args.eval_file, "eval", args.max_eval_examples, args.seed)
+    result = probe(backbone, tokenizer, train, evaluation, args.max_seq_length, args.l2, args.features)
     result |= {"model": str(args.model), "random_init": args.random_init, "l2": args.l2,
                "seconds": round(time.perf_counter() - start, 1)}
     lines = ["| features | train | eval |", "|---|---:|---:|"]

@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mdeberta.data.nli import NLIDataError, is_hub_name, load_xnli
-from mdeberta.errors import CheckpointError
+from mdeberta.data.nli import is_hub_name, load_xnli
 from mdeberta.files import atomic_write_text
 from mdeberta.recipes.evaluate import add_eval_arguments, evaluate_xnli, write_xnli_report
 from mdeberta.recipes.finetune import add_finetune_arguments, finetune
@@ -88,9 +87,6 @@ def cmd_xnli(args: argparse.Namespace) -> int:
 
     try:
         run_xnli(args)
-    except (NLIDataError, CheckpointError, ValueError, FileNotFoundError) as e:
-        logger.error("%s", e)
-        return 2
     finally:
         cleanup_distributed()
     return 0
@@ -101,6 +97,5 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_finetune_arguments(p, {"model": DEFAULT_MODEL, "train_file": [DEFAULT_TRAIN]})
     add_eval_arguments(p, standalone=False)
-    p.add_argument("--output-dir", required=True)
     p.add_argument("--name", default=None, help="row name in the result table")
     p.set_defaults(func=cmd_xnli)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mdeberta.errors import UsageError
 from mdeberta.tasks.base import LengthGroupedBatches, Task, TaskOptions, run_batches, training_accuracy
 from mdeberta.tasks.multiple_choice import MultipleChoiceTask
 from mdeberta.tasks.nli import NLITask
@@ -20,7 +21,7 @@ TASKS: dict[str, type[Task]] = {t.name: t for t in (
 
 def make_task(name: str, options: TaskOptions, tokenizer: Any) -> Task:
     if name not in TASKS:
-        raise ValueError(f"--task {name!r}; allowed: {list(TASKS)}")
+        raise UsageError(f"--task {name!r}; allowed: {list(TASKS)}")
     return TASKS[name](options, tokenizer)
 
 
@@ -44,7 +45,7 @@ def task_for_model(config: Any, tokenizer: Any, options: TaskOptions | None = No
     by_head = {"token-classification": TokenClassificationTask, "question-answering": QuestionAnsweringTask,
                "multiple-choice": MultipleChoiceTask}
     if head not in by_head:
-        raise ValueError(f"a {head or 'headless'} model has no fine-tuning task (heads with one: "
+        raise UsageError(f"a {head or 'headless'} model has no fine-tuning task (heads with one: "
                          f"sequence-classification, {', '.join(by_head)})")
     return by_head[head](options, tokenizer)
 

@@ -19,9 +19,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from mdeberta.arguments import Config, add_config_arguments, option
 from mdeberta.config import PRESETS, DebertaConfig, preset
 from mdeberta.data.nli import collate, length_grouped_batches, shard_batches
-from mdeberta.errors import CheckpointError
+from mdeberta.errors import CheckpointError, UsageError
 
 logger = logging.getLogger("mdeberta.tasks")
 
@@ -72,7 +73,7 @@ class Task:
         self.options, self.tokenizer = options, tokenizer
         self.metric = options.metric or self.metrics[0]
         if self.metric not in self.metrics:
-            raise ValueError(f"--metric {self.metric!r} for --task {self.name}; allowed: {list(self.metrics)}")
+            raise UsageError(f"--metric {self.metric!r} for --task {self.name}; allowed: {list(self.metrics)}")
         self.train_features: list[dict[str, Any]] = []
         self.dev: list[Any] = []
         self.dev_features: list[dict[str, Any]] = []
@@ -96,7 +97,7 @@ class Task:
         train = [ex for f in train_files for ex in self.read(f, "train")][:o.max_train_examples]
         self.dev = [ex for f in dev_files or [] for ex in self.read(f, "validation")][:o.max_dev_examples]
         if not train:
-            raise ValueError(f"--train-file {' '.join(map(str, train_files))}: no training examples")
+            raise UsageError(f"--train-file {' '.join(map(str, train_files))}: no training examples")
         self.fit_labels(train)
         self.train_features, self.dev_features = self.encode(train), self.encode(self.dev)
         self.info = {"train_file": [str(f) for f in train_files], "train_examples": len(train), **self.info}
@@ -149,24 +150,34 @@ class Task:
         return self.score(self.dev, self.predict_dev(model, batch_size))
 
 
+@dataclass(kw_only=True)
+class TextColumns(Config):
+    """Where text-classification / regression files keep their texts and labels (finetune, evaluate, predict)."""
+
+    text_column: str | None = option(None, help="text-classification / regression: the text's column (default: "
+                                                "text, sentence, ... or a pair layout sentence1/sentence2, "
+                                                "question1/question2, ...)")
+    text_pair_column: str | None = option(None, help="the second text's column (pair classification)")
+    label_column: str | None = option(None, help="default: label, labels, category, gold_label, score")
+
+
+@dataclass(kw_only=True)
+class TextLabelOptions(TextColumns):
+    """How a text classifier is trained on those labels (finetune only)."""
+
+    labels: str | None = option(None, help="comma list fixing the label set and its order (default: the checkpoint "
+                                           "head's labels, else the sorted labels of the training file)")
+    multi_label: bool = option(False, help="text-classification: any subset of the labels per text (sigmoid, binary "
+                                           "cross-entropy)")
+    threshold: float = option(0.5, type=float, help="multi-label: a label is predicted where its probability reaches "
+                                                    "this (kept in config.json)")
+    class_weights: str | None = option(None, help="text-classification: 'balanced' (n / (k x count); multi-label: "
+                                                  "negatives / positives) or one weight per label, comma-separated")
+
+
 def add_text_task_arguments(p: argparse.ArgumentParser, training: bool = True) -> None:
-    """Columns and labels of text-classification / regression files (finetune; evaluate and predict read the
-    same files)."""
-    p.add_argument("--text-column", default=None, help="text-classification / regression: the text's column "
-                   "(default: text, sentence, ... or a pair layout sentence1/sentence2, question1/question2, ...)")
-    p.add_argument("--text-pair-column", default=None, help="the second text's column (pair classification)")
-    p.add_argument("--label-column", default=None, help="default: label, labels, category, gold_label, score")
-    if not training:
-        return
-    p.add_argument("--labels", default=None, help="comma list fixing the label set and its order (default: the "
-                   "checkpoint head's labels, else the sorted labels of the training file)")
-    p.add_argument("--multi-label", action="store_true",
-                   help="text-classification: any subset of the labels per text (sigmoid, binary cross-entropy)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="multi-label: a label is predicted where its probability reaches this (kept in config.json)")
-    p.add_argument("--class-weights", default=None,
-                   help="text-classification: 'balanced' (n / (k x count); multi-label: negatives / positives) or "
-                        "one weight per label, comma-separated")
+    """The flags of :class:`TextLabelOptions` (training) or :class:`TextColumns` (evaluate, predict)."""
+    add_config_arguments(p, TextLabelOptions if training else TextColumns)
 
 
 def random_init_model(cls: type, model: str, tokenizer: Any, labels: dict[str, Any]) -> Any:
@@ -200,7 +211,7 @@ def run_batches(
     :class:`mdeberta.serving.OnnxModel` alike; only the model inputs of a collated batch are passed, to
     ``forward(model, inputs)`` when given (e.g. to ask for hidden states), else ``model(**inputs)``."""
     if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch size must be >= 1, got {batch_size}")
     order = sorted(range(len(features)), key=lambda i: _length(features[i]))
     device = model_device(model)
     was_training = getattr(model, "training", False)
@@ -272,5 +283,5 @@ def training_accuracy(out: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor 
     return 100.0 * (logits.argmax(-1)[scored] == labels[scored]).float().mean()
 
 
-__all__ = ["LengthGroupedBatches", "Task", "TaskOptions", "add_text_task_arguments", "check_vocab", "run_batches",
-           "training_accuracy"]
+__all__ = ["LengthGroupedBatches", "Task", "TaskOptions", "TextColumns", "TextLabelOptions", "add_text_task_arguments",
+           "check_vocab", "run_batches", "training_accuracy"]

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mdeberta.errors import UsageError
+
 
 def accuracy(gold: Sequence[int], predicted: Sequence[int]) -> float:
     """Share of exact matches, in percent."""
@@ -62,7 +64,7 @@ def multi_label_f1(gold: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     none. Macro averages over all K labels (scikit-learn's ``average='macro'``), micro pools every decision."""
     g, p = np.asarray(gold, dtype=bool), np.asarray(predicted, dtype=bool)
     if g.shape != p.shape:
-        raise ValueError(f"gold {g.shape} and predicted {p.shape} differ in shape")
+        raise UsageError(f"gold {g.shape} and predicted {p.shape} differ in shape")
     tp = (g & p).sum(0).astype(np.float64)
     fp, fn = (~g & p).sum(0).astype(np.float64), (g & ~p).sum(0).astype(np.float64)
     return {"micro_f1": 100.0 * float(_f1(tp.sum(), fp.sum(), fn.sum())),
@@ -112,7 +114,7 @@ def classification_scores(gold: Sequence[int], predicted: Sequence[int], num_lab
 
 def _same_length(a: np.ndarray, b: np.ndarray) -> None:
     if len(a) != len(b):
-        raise ValueError(f"{len(a)} gold values but {len(b)} predictions")
+        raise UsageError(f"{len(a)} gold values but {len(b)} predictions")
 
 
 __all__ = ["accuracy", "average_ranks", "classification_scores", "confusion", "f1_scores", "matthews_correlation",

@@ -26,7 +26,7 @@ from mdeberta.data.nli import (
     load_nli,
     read_nli_file,
 )
-from mdeberta.errors import CheckpointError
+from mdeberta.errors import CheckpointError, UsageError
 from mdeberta.tasks.base import Task, check_vocab, random_init_model, run_batches
 
 logger = logging.getLogger("mdeberta.finetune")
@@ -52,7 +52,7 @@ def nli_output_order(config: Any) -> list[int]:
     """
     names = model_label_names(config)
     if sorted(names) != sorted(LABELS):
-        raise ValueError(
+        raise UsageError(
             f"the model's classification head has labels {names}; NLI needs exactly {list(LABELS)} "
             "(fine-tune a new head with `mdeberta finetune`)"
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from mdeberta.errors import UsageError
 from mdeberta.tasks.text_classification import TextClassificationTask, TextDataError, TextExample
 
 
@@ -17,7 +18,7 @@ class RegressionTask(TextClassificationTask):
 
     def __init__(self, options: Any, tokenizer: Any) -> None:
         if options.multi_label or options.class_weights not in (None, "", "none"):
-            raise ValueError("--task regression takes neither --multi-label nor --class-weights")
+            raise UsageError("--task regression takes neither --multi-label nor --class-weights")
         super().__init__(options, tokenizer)
 
     def fit_labels(self, train: Sequence[TextExample]) -> None:

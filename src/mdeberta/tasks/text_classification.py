@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from mdeberta.config import DebertaConfig
 from mdeberta.data.nli import collate, collate_packed
 from mdeberta.data.records import RecordsError, Table, read_table
+from mdeberta.errors import UsageError
 from mdeberta.tasks.base import Task, run_batches
 
 logger = logging.getLogger("mdeberta.finetune")
@@ -189,9 +190,9 @@ class TextClassificationTask(Task):
             options.metric = "micro_f1"
         super().__init__(options, tokenizer)
         if options.multi_label and self.metric in ("accuracy", "mcc"):
-            raise ValueError(f"--metric {self.metric}: multi-label scores are micro_f1 / macro_f1")
+            raise UsageError(f"--metric {self.metric}: multi-label scores are micro_f1 / macro_f1")
         if not 0 < options.threshold < 1:
-            raise ValueError(f"--threshold {options.threshold}: must be in (0, 1)")
+            raise UsageError(f"--threshold {options.threshold}: must be in (0, 1)")
         self.labels: list[str] = list(options.labels or [])
         self.weights: torch.Tensor | None = None
 
@@ -250,9 +251,9 @@ class TextClassificationTask(Task):
         try:
             weights = [float(w) for w in spec.split(",")]
         except ValueError:
-            raise ValueError(f"--class-weights {spec!r}: 'balanced', 'none' or {k} comma-separated numbers") from None
+            raise UsageError(f"--class-weights {spec!r}: 'balanced', 'none' or {k} comma-separated numbers") from None
         if len(weights) != k or any(w < 0 for w in weights):
-            raise ValueError(f"--class-weights {spec!r}: {k} non-negative numbers, one per label {self.labels}")
+            raise UsageError(f"--class-weights {spec!r}: {k} non-negative numbers, one per label {self.labels}")
         return torch.tensor(weights)
 
     def load_training(self, train_files: Sequence[str], dev_files: Sequence[str] | None) -> None:

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mdeberta.errors import UsageError
+
 STRATEGIES = ("ddp", "fsdp")
 
 
@@ -89,13 +91,13 @@ def init_distributed(device: str | None = None, backend: str | None = None, time
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but CUDA is not available; use --device cpu")
+            raise UsageError("device 'cuda' requested but CUDA is not available; use --device cpu")
         dev = torch.device("cuda", local_rank if world_size > 1 else (torch.device(device).index or 0))
         torch.cuda.set_device(dev)
     elif device == "cpu":
         dev = torch.device("cpu")
     else:
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        raise UsageError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     if world_size > 1 and not dist.is_initialized():
         backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
@@ -141,7 +143,7 @@ def wrap_model(model: nn.Module, env: DistributedEnv, strategy: str = "ddp", pre
     unwrapped model is what checkpoints and exports read (see :func:`unwrap_model`).
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"distributed strategy {strategy!r}; allowed: {list(STRATEGIES)}")
+        raise UsageError(f"distributed strategy {strategy!r}; allowed: {list(STRATEGIES)}")
     if not env.distributed:
         return model
     if strategy == "ddp":

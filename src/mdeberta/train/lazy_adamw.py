@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 import torch
 
+from mdeberta.errors import UsageError
+
 
 class LazyAdamW(torch.optim.AdamW):
     """``torch.optim.AdamW`` with row-wise lazy updates for embedding tables (same constructor arguments)."""
@@ -36,7 +38,7 @@ class LazyAdamW(torch.optim.AdamW):
         flag = group.get("lazy")
         if flag is not None:
             if flag and p.dim() != 2:
-                raise ValueError(f"lazy=True needs 2-D (rows x features) parameters, got shape {tuple(p.shape)}")
+                raise UsageError(f"lazy=True needs 2-D (rows x features) parameters, got shape {tuple(p.shape)}")
             return bool(flag)
         return p.grad.is_sparse or (p.dim() == 2 and p.shape[0] >= self.LAZY_MIN_ROWS)
 
@@ -65,7 +67,7 @@ class LazyAdamW(torch.optim.AdamW):
 
     def _lazy_update(self, p: torch.Tensor, grad: torch.Tensor, group: dict) -> None:
         if group.get("capturable") or group.get("differentiable"):
-            raise ValueError("LazyAdamW does not support capturable/differentiable for its lazy parameters")
+            raise UsageError("LazyAdamW does not support capturable/differentiable for its lazy parameters")
         if grad.is_sparse:
             grad = grad.coalesce()
             rows, values = grad.indices()[0], grad.values()

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mdeberta.errors import MdebertaError
+from mdeberta.errors import MdebertaError, UsageError
 from mdeberta.train.checkpointing import (
     load_latest_checkpoint,
     rng_state,
@@ -73,13 +73,13 @@ class TrainingArguments:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}; allowed: {list(PRECISIONS)}")
+            raise UsageError(f"precision={self.precision!r}; allowed: {list(PRECISIONS)}")
         for name in ("max_steps", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("save_every", "eval_every", "keep_last"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -142,10 +142,10 @@ class Trainer:
         self.on_resume = on_resume
         self.second_phase = second_phase
         if second_phase is not None and args.precision == "fp16":
-            raise ValueError("a second phase (decoupled training) supports fp32 and bf16, not fp16 loss scaling")
+            raise UsageError("a second phase (decoupled training) supports fp32 and bf16, not fp16 loss scaling")
         self.device = self.env.device
         if args.precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("precision 'fp16' needs a GPU (loss scaling); on CPU use 'bf16' or 'fp32'")
+            raise UsageError("precision 'fp16' needs a GPU (loss scaling); on CPU use 'bf16' or 'fp32'")
         self.scaler = torch.amp.GradScaler("cuda", enabled=args.precision == "fp16")
         self.step = 0
         self.epoch = 0

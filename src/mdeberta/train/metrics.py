@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mdeberta.errors import MissingFileError, UsageError
+
 logger = logging.getLogger("mdeberta.train")
 
 METRICS_FILE = "metrics.jsonl"
@@ -103,7 +105,7 @@ def _fmt(v: Any) -> str:
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
-        raise FileNotFoundError(f"no {METRICS_FILE} in {run_dir}: is it a training output folder?")
+        raise MissingFileError(f"no {METRICS_FILE} in {run_dir}: is it a training output folder?")
     records = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -111,7 +113,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: not a JSON line ({e})") from e
+            raise UsageError(f"{path}:{number}: not a JSON line ({e})") from e
     return records
 
 
@@ -134,7 +136,7 @@ def plot_metrics(run_dir: str | Path, output: str | Path | None = None, keys: li
             xs.append(r["step"])
             ys.append(v)
     if not series:
-        raise ValueError(f"{Path(run_dir) / METRICS_FILE} has no numeric metrics to plot")
+        raise UsageError(f"{Path(run_dir) / METRICS_FILE} has no numeric metrics to plot")
     names = sorted(series)
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from mdeberta.errors import UsageError
+
 EMBEDDING_UPDATES = ("dense", "lazy")
 
 
@@ -58,9 +60,9 @@ def param_groups(
     """
     if layerwise_lr_decay is not None:
         if not 0 < layerwise_lr_decay <= 1:
-            raise ValueError(f"layer-wise lr decay must be in (0, 1], got {layerwise_lr_decay}")
+            raise UsageError(f"layer-wise lr decay must be in (0, 1], got {layerwise_lr_decay}")
         if not num_layers or num_layers < 1:
-            raise ValueError("layer-wise lr decay needs the model's number of layers (num_layers)")
+            raise UsageError("layer-wise lr decay needs the model's number of layers (num_layers)")
     lr_by_prefix = dict(lr_by_prefix or {})
     prefixes = sorted(lr_by_prefix, key=len, reverse=True)
     groups: dict[tuple[str, bool, int], dict] = {}
@@ -89,7 +91,7 @@ def param_groups(
         groups[key]["params"].append(param)
         groups[key]["param_names"].append(name)
     if not groups:
-        raise ValueError(f"{type(model).__name__} has no trainable parameters")
+        raise UsageError(f"{type(model).__name__} has no trainable parameters")
     return list(groups.values())
 
 
@@ -112,9 +114,9 @@ def build_optimizer(
     this is most of the optimizer's time. ``layerwise_lr_decay`` / ``num_layers``: see :func:`param_groups`.
     """
     if lr <= 0 or not math.isfinite(lr):
-        raise ValueError(f"learning rate must be a positive number, got {lr}")
+        raise UsageError(f"learning rate must be a positive number, got {lr}")
     if embedding_update not in EMBEDDING_UPDATES:
-        raise ValueError(f"embedding_update={embedding_update!r}; allowed: {list(EMBEDDING_UPDATES)}")
+        raise UsageError(f"embedding_update={embedding_update!r}; allowed: {list(EMBEDDING_UPDATES)}")
     groups = param_groups(model, lr, weight_decay, lr_by_prefix, layerwise_lr_decay, num_layers)
     if embedding_update == "lazy":
         try:
@@ -135,9 +137,9 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
                     last_epoch: int = -1) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup from 0 to each group's lr over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
     if total_steps <= 0:
-        raise ValueError(f"total_steps must be positive, got {total_steps}")
+        raise UsageError(f"total_steps must be positive, got {total_steps}")
     if warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        raise UsageError(f"warmup_steps must be >= 0, got {warmup_steps}")
 
     def factor(step: int) -> float:
         if step < warmup_steps:

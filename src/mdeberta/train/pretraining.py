@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mdeberta.config import DebertaConfig
+from mdeberta.errors import UsageError
 from mdeberta.model import DebertaForMaskedLM, DebertaForReplacedTokenDetection
 
 logger = logging.getLogger("mdeberta.train")
@@ -38,7 +39,7 @@ def generator_config(config: DebertaConfig, num_layers: int | None = None) -> De
     """The generator: the discriminator's width, half its depth by default, with the Enhanced Mask Decoder."""
     layers = num_layers if num_layers is not None else max(1, config.num_hidden_layers // 2)
     if layers < 1:
-        raise ValueError(f"generator layers must be >= 1, got {layers}")
+        raise UsageError(f"generator layers must be >= 1, got {layers}")
     return config.replace(num_hidden_layers=layers, enhanced_mask_decoder=config.relative_attention)
 
 
@@ -57,11 +58,11 @@ class RTDPretrainingModel(nn.Module):
                  embedding_sharing: str = "gdes", rtd_lambda: float = 50.0) -> None:
         super().__init__()
         if embedding_sharing not in EMBEDDING_SHARING:
-            raise ValueError(f"embedding_sharing={embedding_sharing!r}; allowed: {list(EMBEDDING_SHARING)}")
+            raise UsageError(f"embedding_sharing={embedding_sharing!r}; allowed: {list(EMBEDDING_SHARING)}")
         g_emb = generator.deberta.embeddings.word_embeddings
         d_emb = discriminator.deberta.embeddings.word_embeddings
         if embedding_sharing != "none" and g_emb.weight.shape != d_emb.weight.shape:
-            raise ValueError(
+            raise UsageError(
                 f"embedding sharing {embedding_sharing!r} needs equal word-embedding shapes, generator has "
                 f"{tuple(g_emb.weight.shape)} and discriminator {tuple(d_emb.weight.shape)}"
             )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mdeberta.arguments import Config
 from mdeberta.errors import MdebertaError
 from mdeberta.files import atomic_write_text
 from mdeberta.outputs import OutputPathError, SetAside, check_output_folder
@@ -30,9 +31,12 @@ from mdeberta.train.checkpointing import list_checkpoints
 logger = logging.getLogger("mdeberta.train")
 
 RUN_CONFIG = "run_config.json"
+# run_config.json format: 2 = a recipe config's fields (``mdeberta.arguments.Config``), --batch-size global,
+# --warmup-steps / --warmup-ratio None unless given. Older files are read in this form (read_run_config).
+FORMAT_KEY, FORMAT = "run_config_format", 2
 # Never part of the comparison: how the run is driven, not what it computes.
 ALWAYS_SAFE = frozenset({"resume", "overwrite", "log_every", "no_progress", "stop_after", "save_every", "keep_last",
-                         "device", "func", "verbose", "debug", "command", "output", "output_dir"})
+                         "device", "func", "verbose", "debug", "command", "output", "output_dir", FORMAT_KEY})
 
 
 class RunConfigError(MdebertaError, ValueError):
@@ -44,19 +48,34 @@ def _plain(value: Any) -> Any:
 
 
 def read_run_config(folder: str | Path) -> dict[str, Any]:
-    """A stored ``run_config.json`` with the flags renamed since it was written under their current names
-    (pretrain ``--output`` -> ``--output-dir``, ``--config`` -> ``--model-config``)."""
+    """A stored ``run_config.json`` in the current format: flags renamed since it was written under their current
+    names (pretrain ``--output`` -> ``--output-dir``, ``--config`` -> ``--model-config``), and a format-1 file's
+    values in today's meaning (pretrain's per-process ``--batch-size`` x ``--grad-accum``, as written by one
+    process; the warmup flag that was only a default set to None)."""
     stored = json.loads((Path(folder) / RUN_CONFIG).read_text(encoding="utf-8"))
-    if "output" in stored and "output_dir" not in stored and "model_preset" in stored:
+    pretrain = "model_preset" in stored
+    if "output" in stored and "output_dir" not in stored and pretrain:
         stored["output_dir"] = stored.pop("output")
-    if "config" in stored and "model_config" not in stored and "model_preset" in stored:
+    if "config" in stored and "model_config" not in stored and pretrain:
         stored["model_config"] = stored.pop("config")
+    if stored.get(FORMAT_KEY, 1) < 2:
+        if pretrain:
+            if "batch_size" in stored:
+                stored["batch_size"] *= stored.get("grad_accum", 1)
+            if stored.get("warmup_steps") is not None or stored.get("warmup_ratio") == 0.1:
+                stored["warmup_ratio"] = None  # the steps overrode it, or it was the default
+        elif "train_file" in stored:  # finetune / xnli: --warmup-ratio overrode the 3000-step default
+            if stored.get("warmup_ratio") is not None or stored.get("warmup_steps") == 3000:
+                stored["warmup_steps"] = None
+        stored[FORMAT_KEY] = FORMAT
     return stored
 
 
-def run_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The namespace as JSON values (what ``run_config.json`` stores)."""
-    return {k: _plain(v) for k, v in vars(args).items() if k != "func"}
+def run_config(args: argparse.Namespace | Config) -> dict[str, Any]:
+    """What ``run_config.json`` stores: a recipe config's fields (or a namespace's values) as JSON."""
+    values = args.to_dict() if isinstance(args, Config) else {k: _plain(v) for k, v in vars(args).items()
+                                                              if k != "func"}
+    return {**values, FORMAT_KEY: FORMAT}
 
 
 def changed_arguments(stored: dict[str, Any], current: dict[str, Any], safe: Iterable[str] = ()) -> list[str]:
@@ -64,7 +83,8 @@ def changed_arguments(stored: dict[str, Any], current: dict[str, Any], safe: Ite
     skip = ALWAYS_SAFE | set(safe)
     out = []
     for key in sorted(set(stored) | set(current)):
-        if key in skip or key not in stored:  # a flag newer than the stored run defaults to the old behaviour
+        # a flag newer than the stored run defaults to the old behaviour; one no longer a flag is not compared
+        if key in skip or key not in stored or key not in current:
             continue
         old, new = stored.get(key, "<unset>"), current.get(key, "<unset>")
         if old != new:
@@ -76,7 +96,7 @@ def changed_arguments(stored: dict[str, Any], current: dict[str, Any], safe: Ite
 class RunFolder:
     path: Path
     resume: bool  # False when --resume found no checkpoint yet
-    args: argparse.Namespace
+    args: argparse.Namespace | Config
     set_aside: SetAside | None = None
 
     def write_config(self) -> None:
@@ -90,7 +110,7 @@ class RunFolder:
             self.set_aside.discard()
 
 
-def prepare_run_folder(args: argparse.Namespace, output: str | os.PathLike, *, flag: str,
+def prepare_run_folder(args: argparse.Namespace | Config, output: str | os.PathLike, *, flag: str,
                        sources: Iterable[str | os.PathLike | None] = (), safe: Iterable[str] = (),
                        is_main: bool = True) -> RunFolder:
     """Check the run folder before any work (see the module docstring); ``safe``: this recipe's arguments that may
