@@ -132,6 +132,15 @@ def test_training_recipes_share_one_common_block():
     for actions in commands.values():
         assert "global batch" in actions["batch_size"].help
     assert commands["pretrain"]["batch_size"].default == 8 and commands["finetune"]["batch_size"].default == 32
+    # The inference commands take --tokenizer / --device (and probe --seed) from the same block.
+    from mdeberta.arguments import CommonConfig, _merged_metadata
+
+    for command, names in {"evaluate": ("tokenizer", "device"), "predict": ("tokenizer", "device"),
+                           "zero-shot": ("tokenizer", "device"), "serve": ("tokenizer", "device"),
+                           "probe": ("tokenizer", "seed"), "finetune": ("tokenizer", "device", "seed")}.items():
+        actions = _actions(command)
+        for name in names:
+            assert actions[name].help == _merged_metadata(CommonConfig, name)["help"], (command, name)
 
 
 def test_stored_runs_of_the_first_format_are_read_in_todays_meaning(tmp_path):

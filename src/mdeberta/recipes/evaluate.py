@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mdeberta.arguments import add_alias, whole_number
+from mdeberta.arguments import CommonConfig, add_alias, add_config_arguments, whole_number
 from mdeberta.data.nli import LABELS, XNLI_LANGUAGES, NLIDataError, NLIExample, load_xnli, read_nli_file
 from mdeberta.files import atomic_save, atomic_write_text
 from mdeberta.tasks import TASKS
@@ -476,7 +476,7 @@ def add_eval_arguments(p: argparse.ArgumentParser, standalone: bool = True) -> N
         precision = p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                                    help="bf16: bfloat16 autocast (GPU; on this project's AVX2 CPUs it is slower)")
         add_alias(p, "--bf16", precision, const="bf16")
-        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+        add_config_arguments(p, CommonConfig, only=("device",))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -491,7 +491,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="XNLI / NLI accuracy of a fine-tuned model (table, JSON, plot)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="fine-tuned model folder or hub id")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
+    add_config_arguments(p, CommonConfig, only=("tokenizer",))
     p.add_argument("--task", default="xnli",
                    choices=["xnli", *TASKS, "minimal-pairs"],
                    help="xnli: per-language table; nli: accuracy on one --eval-file; text-classification / "

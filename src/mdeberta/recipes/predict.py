@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from mdeberta.arguments import CommonConfig, add_config_arguments
 from mdeberta.data.nli import HYPOTHESIS_KEYS, PREMISE_KEYS, NLIDataError, open_text
 from mdeberta.inference import DEFAULT_TEMPLATE
 
@@ -247,12 +248,11 @@ def _checked(command):
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help="fine-tuned NLI model folder, hub id, or `mdeberta export-onnx` folder (or a .onnx file in it)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
+    add_config_arguments(p, CommonConfig, only=("tokenizer", "device"))
     p.add_argument("--output", default="-", help="JSON lines output file ('-' = stdout)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-seq-length", type=int, default=256)
-    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:

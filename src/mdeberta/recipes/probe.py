@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from mdeberta.arguments import CommonConfig, add_config_arguments
 from mdeberta.data.nli import LABELS, collate, encode_examples, load_nli
 from mdeberta.errors import CheckpointError, UsageError
 from mdeberta.files import atomic_write_text
@@ -159,7 +160,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("probe", help="linear probes on frozen, mean-pooled features of a backbone (NLI)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model folder / hub id, or a preset with --random-init")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model's)")
+    add_config_arguments(p, CommonConfig, only=("tokenizer", "seed"), defaults={"seed": 0})
     p.add_argument("--random-init", action="store_true", help="random features of the same architecture")
     p.add_argument("--train-file", nargs="+", required=True, help="NLI training pairs (TSV/JSONL, .gz ok)")
     p.add_argument("--eval-file", nargs="+", required=True, help="NLI evaluation pairs")
@@ -169,7 +170,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--features", choices=FEATURES, default="pair",
                    help="pair: mean-pool the encoded pair; sentences: [u, v, |u-v|, u*v] of the sentences apart")
     p.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the probe's weights")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random init and of example sampling")
     p.add_argument("--output", default=None, help="JSON file for the results")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.set_defaults(func=cmd_probe)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from mdeberta.arguments import CommonConfig, add_config_arguments
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from mdeberta.server import ServerConfig, serve
@@ -25,7 +27,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                               "entities, answer)", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="fine-tuned model folder, or an `mdeberta export-onnx` folder / .onnx file in it")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model's)")
+    add_config_arguments(p, CommonConfig, only=("tokenizer", "device"))
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-batch-size", type=int, default=32, help="rows per model batch")
@@ -38,6 +40,5 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--truncation", choices=["truncate", "refuse"], default="truncate",
                    help="classify / zero-shot inputs over the window: cut (the answer says so) or refuse (413)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads of the model")
-    p.add_argument("--device", default=None, help="cpu / cuda (PyTorch models; ONNX runs on the CPU)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
