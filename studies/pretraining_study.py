@@ -253,7 +253,7 @@ def summarize(a: argparse.Namespace) -> None:
             if row["welch_en"]:
                 d, se, t = row["welch_en"]
                 diff = f"{d:+.2f} ± {se:.2f} (t {t:+.2f})"
-            if group and corpus != "en":
+            if group and corpus == "multi":
                 diff += f"; avg of 15: {group['difference']:+.2f} (t {group['welch_t'] or float('nan'):+.2f})"
             text.append(f"| {model} | {' / '.join(f'{x:.1f}' for x in en)} | {ms(en)} | {ms(avg)} | "
                         f"{ms(held['mnli'])} | {ms(held['snli'])} | {probes.get('pair', float('nan')):.1f} | "

@@ -59,19 +59,57 @@ print(json.dumps({"80/fp32": tiles(fitting_configs(configs, 80, "fp32", 64)),
     assert [128, 64] in result["90/fp32"] and [128, 64] in result["80/bf16"]
 
 
+_BACKWARD_PRUNING = """
+import json, triton
+from mdeberta.kernels.aot import BACKWARD_TILES, Variant, compile_variant, fitting_configs
+out = []
+for kernel, cc, dtype in CASES:
+    tiles = BACKWARD_TILES[kernel]
+    configs = [triton.Config({"BM": bm, "BN": bn}, num_warps=w, num_stages=st) for bm, bn, w, st in tiles]
+    resources = [compile_variant(Variant(kernel, dtype, 64, bm, bn, w, st, dropout=True), cc)
+                 for bm, bn, w, st in tiles]
+    clean = [[t[0], t[1]] for t, r in zip(tiles, resources) if r.fits(cc) and r.stack == 0]
+    kept = [[c.kwargs["BM"], c.kwargs["BN"]] for c in fitting_configs(configs, cc, dtype, 64, True, False,
+                                                                      kernel=kernel, spill_free=True)]
+    out.append([kernel, cc, dtype, clean, kept, [[t[0], t[1]] for t in tiles]])
+print(json.dumps(out))
+"""
+
+
+def _check_backward_pruning(result: list) -> None:
+    for kernel, cc, dtype, clean, kept, tiles in result:
+        assert kept == (clean or tiles[-1:]), (kernel, cc, dtype)  # exactly the spill-free fits, else the fallback
+
+
+def test_backward_tiles_are_pruned_to_those_that_do_not_spill():
+    """The backward's autotuner tries only tiles that compile for the device without spilled registers: on sm_90
+    in bf16 with dropout, dk/dv's 32 x 32 and 16 x 32 (its 16 x 16 spills 8 bytes: dropped)."""
+    result = _run("CASES = [('bwd_dkdv', 90, 'bf16')]" + _BACKWARD_PRUNING)
+    _check_backward_pruning(result)
+    assert [t for t in result[0][4] if t != [16, 16]]  # a larger tile than the interpreter's survives
+
+
+@pytest.mark.slow
+def test_every_backward_kernel_tile_is_pruned_exactly_on_both_devices():
+    result = _run("CASES = [(k, cc, dt) for k in ('bwd_dq', 'bwd_dkdv') for cc in (80, 90) "
+                  "for dt in ('fp32', 'bf16', 'fp16')]" + _BACKWARD_PRUNING)
+    _check_backward_pruning(result)
+    assert all(kept for *_, kept, _ in result)
+
+
 @pytest.mark.slow
 def test_every_variant_compiles_for_sm80_and_sm90():
     """Every variant compiles (no compiler error), every backward kernel fits both devices, and for every forward
     case the pruned autotune list is exactly the tiles that fit (never empty)."""
     result = _run("""
 import json, triton
-from mdeberta.kernels.aot import backward_variants, compile_variant, fitting_configs, forward_variants
+from mdeberta.kernels.aot import BLOCK, backward_variants, compile_variant, fitting_configs, forward_variants
 from mdeberta.kernels.triton_attention import FORWARD_TILES
 configs = [triton.Config({"BM": bm, "BN": bn}, num_warps=w, num_stages=st) for bm, bn, w, st in FORWARD_TILES]
 out = {"backward_misfits": [], "forward": []}
 for cc in (80, 90):
-    for v in backward_variants():
-        if not compile_variant(v, cc).fits(cc):
+    for v in backward_variants():  # the default tiles here; the others: the backward pruning tests
+        if (v.block_m, v.block_n) == (BLOCK, BLOCK) and not compile_variant(v, cc).fits(cc):
             out["backward_misfits"].append([cc, v.kernel, v.dtype])
     for dtype in ("fp32", "bf16", "fp16"):
         for dropout in (False, True):

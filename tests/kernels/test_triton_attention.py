@@ -167,3 +167,29 @@ def test_packed_sequences_equal_each_sequence_alone(monkeypatch):
         alone, _ = reference_attention(q, k, v, pk, pq, own_slots, torch.ones(1, 1, n, n, dtype=torch.bool), 0.3)
         torch.testing.assert_close(out[:, :, start:start + n], alone, rtol=0, atol=1e-5)
         start += n
+
+
+# Every tile of each backward kernel but the default BLOCK x BLOCK (the last; every other test's), paired in turn.
+_DQ_TILES = [t[:2] for t in ta.BACKWARD_TILES["bwd_dq"][:-1]]
+_DKDV_TILES = [t[:2] for t in ta.BACKWARD_TILES["bwd_dkdv"][:-1]]
+BACKWARD_TILE_PAIRS = [(dq, _DKDV_TILES[i % len(_DKDV_TILES)]) for i, dq in enumerate(_DQ_TILES)]
+
+
+@pytest.mark.parametrize("dq,dkdv", BACKWARD_TILE_PAIRS)
+def test_every_autotuned_backward_tile_matches_the_reference(dq, dkdv, monkeypatch):
+    """The GPU autotunes the backward over BACKWARD_TILES: each tile computes the same gradients (padded with a
+    length that is not a tile multiple, dropout on, and packed sequences crossing tile edges)."""
+    monkeypatch.setitem(ta.BACKWARD_BLOCKS, "bwd_dq", {"BM": dq[0], "BN": dq[1]})
+    monkeypatch.setitem(ta.BACKWARD_BLOCKS, "bwd_dkdv", {"BM": dkdv[0], "BN": dkdv[1]})
+    tensors, slots, mask = case(45, 8, 32, "both")
+    keep = ta.dropout_keep_mask(7, 2, 2, 45, 0.2, "cpu")
+    assert_same_forward_and_backward(lambda x: _reference_with_mask(x, slots, mask, 0.3, keep, 0.2),
+                                     lambda x: ta.flash_attention(*x, slots, mask, 0.3, dropout_p=0.2, seed=7)[0],
+                                     tensors)
+    tensors, slots, packed = packed_case((29, 6, 40), terms="both")
+    assert_same_forward_and_backward(lambda x: _reference_with_mask(x, slots, packed.pair_mask(), 0.3, 1.0, 0.0),
+                                     lambda x: ta.flash_attention(*x, slots, packed, 0.3)[0], tensors)
+
+
+def test_length_bucket_groups_lengths_for_the_autotuners():
+    assert [ta.length_bucket(n) for n in (1, 16, 17, 100, 128, 129, 8192)] == [16, 16, 32, 128, 128, 256, 8192]

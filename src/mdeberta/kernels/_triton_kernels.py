@@ -68,7 +68,7 @@ def _dropout_mask(OUT, seed, dropout_p, L, BM: tl.constexpr, BN: tl.constexpr):
 
 
 @triton.jit
-def _fwd(Q, K, V, C2P, P2C, DIST, TOK, CU, O, LSE, H, L, R, scale, seed, dropout_p,
+def _fwd(Q, K, V, C2P, P2C, DIST, TOK, CU, O, LSE, H, L, R, scale, seed, dropout_p, BUCKET,
          D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, DROPOUT: tl.constexpr, VARLEN: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -132,7 +132,7 @@ def _query_rows(Q, DO, LSE, DELTA, row0, offs_m, offs_d, n, D: tl.constexpr):
 
 
 @triton.jit
-def _bwd_dq(Q, K, V, C2P, P2C, DIST, TOK, CU, DO, LSE, DELTA, DQ, DC2P, H, L, R, scale, seed, dropout_p,
+def _bwd_dq(Q, K, V, C2P, P2C, DIST, TOK, CU, DO, LSE, DELTA, DQ, DC2P, H, L, R, scale, seed, dropout_p, BUCKET,
             D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, DROPOUT: tl.constexpr, VARLEN: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -164,7 +164,7 @@ def _bwd_dq(Q, K, V, C2P, P2C, DIST, TOK, CU, DO, LSE, DELTA, DQ, DC2P, H, L, R,
     tl.store(DQ + rows_m[:, None] * D + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=row_mask)
 
 @triton.jit
-def _bwd_dkdv(Q, K, V, C2P, P2C, DIST, TOK, CU, DO, LSE, DELTA, DK, DV, DP2C, H, L, R, scale, seed, dropout_p,
+def _bwd_dkdv(Q, K, V, C2P, P2C, DIST, TOK, CU, DO, LSE, DELTA, DK, DV, DP2C, H, L, R, scale, seed, dropout_p, BUCKET,
               D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, DROPOUT: tl.constexpr, VARLEN: tl.constexpr):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)

@@ -39,11 +39,20 @@ from typing import Any
 
 import torch
 
-from mdeberta.kernels.aot import BLOCK, FORWARD_TILES, prune_forward_configs
+from mdeberta.kernels.aot import BACKWARD_TILES, BLOCK, FORWARD_TILES, backward_pruner, prune_forward_configs
 from mdeberta.kernels.cpu_attention import distance_slots, sdpa_attention
 from mdeberta.model.attention import PackedSequences, PaddingMask
 
 _KERNELS: dict[str, Any] = {}
+# Tiles of the backward kernels where they are not autotuned (the interpreter); the tests set others from
+# BACKWARD_TILES to check each against the reference.
+BACKWARD_BLOCKS = {"bwd_dq": {"BM": BLOCK, "BN": BLOCK}, "bwd_dkdv": {"BM": BLOCK, "BN": BLOCK}}
+
+
+def length_bucket(length: int) -> int:
+    """The autotuners' length key: the next power of two (at least 16), so dynamically padded batches of lengths
+    100, 117 and 128 share one tuning instead of benchmarking every tile again for each."""
+    return max(16, 1 << (max(1, length) - 1).bit_length())
 
 
 def _build_kernels() -> dict[str, Any]:
@@ -59,14 +68,20 @@ def _build_kernels() -> dict[str, Any]:
         name = "mdeberta.kernels._triton_kernels"
         module = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
         _KERNELS.clear()
-        fwd, tuned = module._fwd, False
-        if key != "1":  # on a GPU the forward's tiles are autotuned per (length, head size); see FORWARD_TILES
-            fwd = triton.autotune(configs=[triton.Config({"BM": bm, "BN": bn}, num_warps=w, num_stages=st)
-                                           for bm, bn, w, st in FORWARD_TILES], key=["L", "D"],
-                                  prune_configs_by={"early_config_prune": prune_forward_configs})(module._fwd)
-            tuned = True
-        _KERNELS[key] = {"fwd": fwd, "fwd_tuned": tuned, "bwd_dq": module._bwd_dq, "bwd_dkdv": module._bwd_dkdv,
-                         "mask": module._dropout_mask, "cdiv": triton.cdiv}
+        kernels = {"fwd": module._fwd, "bwd_dq": module._bwd_dq, "bwd_dkdv": module._bwd_dkdv}
+        tuned = key != "1"
+        if tuned:  # on a GPU: tiles autotuned per (length bucket, head size, dropout, varlen) among those that fit
+            def configs(tiles: tuple) -> list:
+                return [triton.Config({"BM": bm, "BN": bn}, num_warps=w, num_stages=st) for bm, bn, w, st in tiles]
+
+            case = ["BUCKET", "D", "DROPOUT", "VARLEN"]
+            kernels["fwd"] = triton.autotune(configs(FORWARD_TILES), key=case, prune_configs_by={
+                "early_config_prune": prune_forward_configs})(module._fwd)
+            for name, table in (("bwd_dq", "DC2P"), ("bwd_dkdv", "DP2C")):  # the tables they add into: zeroed
+                kernels[name] = triton.autotune(configs(BACKWARD_TILES[name]), key=case, reset_to_zero=[table],
+                                                prune_configs_by={"early_config_prune": backward_pruner(name)})(
+                    kernels[name])
+        _KERNELS[key] = {**kernels, "tuned": tuned, "mask": module._dropout_mask, "cdiv": triton.cdiv}
     return _KERNELS[key]
 
 
@@ -104,14 +119,10 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c2p: torch.
     out = torch.empty_like(q) if not varlen else torch.zeros_like(q)
     lse = torch.zeros(b, h, length, dtype=torch.float32, device=q.device)
     flags = dict(D=d, DROPOUT=dropout_p > 0.0, VARLEN=varlen)
-    if kern["fwd_tuned"]:
-        grid = lambda meta: (kern["cdiv"](longest, meta["BM"]), programs)  # noqa: E731
-        kern["fwd"][grid](q, k, v, c2p, p2c, dist, tok, cu, out, lse, h, length, rows, scale, seed, dropout_p,
-                          **flags)
-    else:
-        grid = (kern["cdiv"](longest, BLOCK), programs)
-        kern["fwd"][grid](q, k, v, c2p, p2c, dist, tok, cu, out, lse, h, length, rows, scale, seed, dropout_p,
-                          BM=BLOCK, BN=BLOCK, **flags)
+    tiles = {} if kern["tuned"] else {"BM": BLOCK, "BN": BLOCK}
+    grid = lambda meta: (kern["cdiv"](longest, meta["BM"]), programs)  # noqa: E731
+    kern["fwd"][grid](q, k, v, c2p, p2c, dist, tok, cu, out, lse, h, length, rows, scale, seed, dropout_p,
+                      length_bucket(longest), **tiles, **flags)
     return out, lse
 
 
@@ -137,12 +148,16 @@ def flash_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: 
     delta = (grad_out.float() * out.float()).sum(-1).contiguous()
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     dc2p, dp2c = torch.zeros_like(c2p), torch.zeros_like(p2c)
-    grid = (kern["cdiv"](max_seqlen if varlen else length, BLOCK), programs)
-    flags = dict(D=d, BM=BLOCK, BN=BLOCK, DROPOUT=dropout_p > 0.0, VARLEN=varlen)
-    kern["bwd_dq"][grid](q, k, v, c2p, p2c, dist, tok, cu, grad_out, lse, delta, dq, dc2p, h, length, rows,
-                         scale, seed, dropout_p, **flags)
-    kern["bwd_dkdv"][grid](q, k, v, c2p, p2c, dist, tok, cu, grad_out, lse, delta, dk, dv, dp2c, h, length,
-                           rows, scale, seed, dropout_p, **flags)
+    longest = max_seqlen if varlen else length
+    bucket = length_bucket(longest)
+    flags = dict(D=d, DROPOUT=dropout_p > 0.0, VARLEN=varlen)
+    dq_tiles, dkdv_tiles = ({}, {}) if kern["tuned"] else (BACKWARD_BLOCKS["bwd_dq"], BACKWARD_BLOCKS["bwd_dkdv"])
+    dq_grid = lambda meta: (kern["cdiv"](longest, meta["BM"]), programs)  # noqa: E731  (a program per query block)
+    dkdv_grid = lambda meta: (kern["cdiv"](longest, meta["BN"]), programs)  # noqa: E731  (a program per key block)
+    kern["bwd_dq"][dq_grid](q, k, v, c2p, p2c, dist, tok, cu, grad_out, lse, delta, dq, dc2p, h, length, rows,
+                            scale, seed, dropout_p, bucket, **dq_tiles, **flags)
+    kern["bwd_dkdv"][dkdv_grid](q, k, v, c2p, p2c, dist, tok, cu, grad_out, lse, delta, dk, dv, dp2c, h, length,
+                                rows, scale, seed, dropout_p, bucket, **dkdv_tiles, **flags)
     return dq, dk, dv, dc2p, dp2c
 
 
