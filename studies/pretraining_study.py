@@ -286,7 +286,7 @@ def plot(rows: dict, path: Path) -> None:
     names = list(rows)
     means = [statistics.mean(rows[n]["en"]) for n in names]
     sds = [statistics.stdev(rows[n]["en"]) if len(rows[n]["en"]) > 1 else 0 for n in names]
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(names) + 2), 4))
     ax.bar(range(len(names)), means, yerr=sds, capsize=4, color=["#999" if n.endswith("/random") else "#4a7"
                                                                  for n in names])
     for i, n in enumerate(names):
