@@ -143,7 +143,7 @@ def test_training_recipes_share_one_common_block():
             assert actions[name].help == _merged_metadata(CommonConfig, name)["help"], (command, name)
 
 
-def test_stored_runs_of_the_first_format_are_read_in_todays_meaning(tmp_path):
+def test_stored_runs_of_the_first_format_are_read_in_todays_meaning(tmp_path, monkeypatch):
     """run_config.json written before the configs: pretrain's per-process --batch-size x --grad-accum becomes the
     global batch; a warmup flag that was only the default is unset, so resuming those runs compares equal."""
     from mdeberta.train.run_folder import RUN_CONFIG, read_run_config
@@ -159,6 +159,10 @@ def test_stored_runs_of_the_first_format_are_read_in_todays_meaning(tmp_path):
     (tmp_path / RUN_CONFIG).write_text(json.dumps({"model_preset": "x", "batch_size": 8, "grad_accum": 4,
                                                    "run_config_format": 2}))
     assert read_run_config(tmp_path)["batch_size"] == 8  # today's files are taken as they are
+    # A first-format run resumed under torchrun x 2: its per-process batch was per each of those processes.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    (tmp_path / RUN_CONFIG).write_text(json.dumps({"model_preset": "x", "batch_size": 8, "grad_accum": 1}))
+    assert read_run_config(tmp_path)["batch_size"] == 16
 
 
 def test_config_fields_become_flags_with_their_types_groups_and_aliases(caplog):

@@ -50,8 +50,8 @@ def _plain(value: Any) -> Any:
 def read_run_config(folder: str | Path) -> dict[str, Any]:
     """A stored ``run_config.json`` in the current format: flags renamed since it was written under their current
     names (pretrain ``--output`` -> ``--output-dir``, ``--config`` -> ``--model-config``), and a format-1 file's
-    values in today's meaning (pretrain's per-process ``--batch-size`` x ``--grad-accum``, as written by one
-    process; the warmup flag that was only a default set to None)."""
+    values in today's meaning (pretrain's per-process ``--batch-size`` x ``--grad-accum`` x the processes resuming
+    it; the warmup flag that was only a default set to None)."""
     stored = json.loads((Path(folder) / RUN_CONFIG).read_text(encoding="utf-8"))
     pretrain = "model_preset" in stored
     if "output" in stored and "output_dir" not in stored and pretrain:
@@ -60,8 +60,9 @@ def read_run_config(folder: str | Path) -> dict[str, Any]:
         stored["model_config"] = stored.pop("config")
     if stored.get(FORMAT_KEY, 1) < 2:
         if pretrain:
-            if "batch_size" in stored:
-                stored["batch_size"] *= stored.get("grad_accum", 1)
+            if "batch_size" in stored:  # per process then: x accumulation x processes (those resuming it now,
+                # which must be the run's own to continue exactly; the trainer checks that against the checkpoint)
+                stored["batch_size"] *= stored.get("grad_accum", 1) * int(os.environ.get("WORLD_SIZE", "1"))
             if stored.get("warmup_steps") is not None or stored.get("warmup_ratio") == 0.1:
                 stored["warmup_ratio"] = None  # the steps overrode it, or it was the default
         elif "train_file" in stored:  # finetune / xnli: --warmup-ratio overrode the 3000-step default
