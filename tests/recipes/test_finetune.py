@@ -168,6 +168,14 @@ def test_torchrun_two_processes(tiny_backbone, synthetic_nli, tmp_path):
     assert acc == pytest.approx(info["dev_accuracy"])
 
 
+def test_a_config_built_in_python_names_what_it_lacks():
+    from mdeberta.errors import UsageError
+    from mdeberta.recipes.finetune import FinetuneConfig, finetune
+
+    with pytest.raises(UsageError, match="fine-tuning needs --train-file, --output-dir"):
+        finetune(FinetuneConfig(model="deberta-v3-micro"))
+
+
 def test_warmup_ratio_and_layerwise_lr_decay(tiny_backbone, synthetic_nli, tmp_path, caplog, stderr):
     out = tmp_path / "run"
     assert run_finetune(tiny_backbone, synthetic_nli, out, "--max-steps", "10", "--warmup-ratio", "0.2",

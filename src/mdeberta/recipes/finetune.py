@@ -140,6 +140,9 @@ def finetune(args: argparse.Namespace | FinetuneConfig) -> FinetuneResult:
 
     start = time.perf_counter()
     cfg = FinetuneConfig.from_args(args)
+    missing = [f"--{n.replace('_', '-')}" for n in ("model", "train_file", "output_dir") if not getattr(cfg, n)]
+    if missing:  # the CLI requires them; a config built in Python may leave them out
+        raise UsageError(f"fine-tuning needs {', '.join(missing)}")
     if cfg.model in PRESETS and not cfg.tokenizer and not Path(cfg.model).exists():
         raise UsageError(f"--model {cfg.model} is a preset (an architecture without a tokenizer); pass --tokenizer")
     check_schedule_arguments(cfg)  # before minutes of data loading, not after
