@@ -145,9 +145,6 @@ class Config:
         """JSON values of every field (what a run folder's ``run_config.json`` stores)."""
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
-    def replace(self: C, **changes: Any) -> C:
-        return dataclasses.replace(self, **changes)
-
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], *,
                          defaults: dict[str, Any] | None = None, exclude: Iterable[str] = (),

@@ -55,8 +55,7 @@ class FinetuneResult:
 
 # --------------------------------------------------------------------------- model
 # Arguments that may change on --resume: logging, evaluation and reporting only (the training is the same).
-RESUME_SAFE = ("eval_every", "eval_batch_size", "languages", "split", "eval_dir", "max_eval_examples", "name",
-               "metric")
+RESUME_SAFE = ("eval_every", "eval_batch_size", "metric")
 
 
 def check_schedule_arguments(cfg: FinetuneConfig) -> None:
@@ -102,7 +101,7 @@ def make_task(cfg: FinetuneConfig, tokenizer: Any) -> Any:
     from mdeberta.tasks import TaskOptions
     from mdeberta.tasks import make_task as make
 
-    task = make(getattr(cfg, "task", "nli"), TaskOptions.from_args(cfg), tokenizer)
+    task = make(cfg.task, TaskOptions.from_args(cfg), tokenizer)
     task.load_training(cfg.train_file, cfg.dev_file)
     return task
 

@@ -13,7 +13,6 @@ continues only the run that was started there.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -36,15 +35,11 @@ RUN_CONFIG = "run_config.json"
 FORMAT_KEY, FORMAT = "run_config_format", 2
 # Never part of the comparison: how the run is driven, not what it computes.
 ALWAYS_SAFE = frozenset({"resume", "overwrite", "log_every", "no_progress", "stop_after", "save_every", "keep_last",
-                         "device", "func", "verbose", "debug", "command", "output", "output_dir", FORMAT_KEY})
+                         "device", "output_dir", FORMAT_KEY})
 
 
 class RunConfigError(MdebertaError, ValueError):
     """``--resume`` with arguments that would not continue the stored run exactly."""
-
-
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 def read_run_config(folder: str | Path) -> dict[str, Any]:
@@ -72,11 +67,9 @@ def read_run_config(folder: str | Path) -> dict[str, Any]:
     return stored
 
 
-def run_config(args: argparse.Namespace | Config) -> dict[str, Any]:
-    """What ``run_config.json`` stores: a recipe config's fields (or a namespace's values) as JSON."""
-    values = args.to_dict() if isinstance(args, Config) else {k: _plain(v) for k, v in vars(args).items()
-                                                              if k != "func"}
-    return {**values, FORMAT_KEY: FORMAT}
+def run_config(config: Config) -> dict[str, Any]:
+    """What ``run_config.json`` stores: the recipe config's fields as JSON, and the format."""
+    return {**config.to_dict(), FORMAT_KEY: FORMAT}
 
 
 def changed_arguments(stored: dict[str, Any], current: dict[str, Any], safe: Iterable[str] = ()) -> list[str]:
@@ -87,7 +80,7 @@ def changed_arguments(stored: dict[str, Any], current: dict[str, Any], safe: Ite
         # a flag newer than the stored run defaults to the old behaviour; one no longer a flag is not compared
         if key in skip or key not in stored or key not in current:
             continue
-        old, new = stored.get(key, "<unset>"), current.get(key, "<unset>")
+        old, new = stored[key], current[key]
         if old != new:
             out.append(f"--{key.replace('_', '-')}: {old!r} in the stored run, {new!r} now")
     return out
@@ -97,7 +90,7 @@ def changed_arguments(stored: dict[str, Any], current: dict[str, Any], safe: Ite
 class RunFolder:
     path: Path
     resume: bool  # False when --resume found no checkpoint yet
-    args: argparse.Namespace | Config
+    args: Config
     set_aside: SetAside | None = None
 
     def write_config(self) -> None:
@@ -111,14 +104,13 @@ class RunFolder:
             self.set_aside.discard()
 
 
-def prepare_run_folder(args: argparse.Namespace | Config, output: str | os.PathLike, *, flag: str,
+def prepare_run_folder(args: Config, output: str | os.PathLike, *, flag: str,
                        sources: Iterable[str | os.PathLike | None] = (), safe: Iterable[str] = (),
                        is_main: bool = True) -> RunFolder:
     """Check the run folder before any work (see the module docstring); ``safe``: this recipe's arguments that may
     change on ``--resume``. Only the main process sets a folder aside."""
     path = Path(output)
-    overwrite = bool(getattr(args, "overwrite", False))
-    resume = bool(getattr(args, "resume", False))
+    overwrite, resume = bool(getattr(args, "overwrite", False)), bool(getattr(args, "resume", False))
     if resume and overwrite:
         raise OutputPathError(f"{flag} {output}: --resume continues the run there and --overwrite replaces it; "
                               "pass one of them")
