@@ -25,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from pretraining_study import Job, mdeberta, run_jobs  # noqa: E402
+from pretraining_study import Job, add_runner_arguments, mdeberta, run_study, study_parser  # noqa: E402
 
 TOKENS_PER_STEP = 32 * 128
 BUDGET_STEPS = (0, 256, 512, 1024, 2048, 4096, 8192)  # 0, 1M, 2M, 4M, 8M, 16M, 32M tokens (2^20 each)
@@ -138,10 +138,8 @@ def summarize(a: argparse.Namespace) -> None:
     print(md)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", required=True)
-    p.add_argument("--shared", default=str(HERE.parents[1] / "shared"), help="the ../shared folder")
+def main() -> int:
+    p = study_parser(__doc__)
     p.add_argument("--objectives", nargs="+", default=["gdes", "mlm"], choices=list(OBJECTIVES))
     p.add_argument("--preset", default="deberta-v3-tiny")
     p.add_argument("--steps", type=int, default=8192, help="the schedule's length (8192 x 4096 tokens = 32M)")
@@ -151,17 +149,10 @@ def main() -> None:
     p.add_argument("--no-pretrain", dest="pretrain", action="store_false", help="only score existing checkpoints")
     p.add_argument("--finetune", action="store_true", help="also fine-tune every budget's model on English NLI")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--dry-run", action="store_true")
-    p.add_argument("--summary-only", action="store_true")
+    add_runner_arguments(p, jobs=2)
     a = p.parse_args()
-    if not a.summary_only:
-        failed = run_jobs(plan(a), a.jobs, a.dry_run, Path(a.output) / "logs")
-        if failed:
-            print("failed:", *failed, sep="\n  ")
-    if not a.dry_run:
-        summarize(a)
+    return run_study(a, lambda: plan(a), summarize)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,16 +6,20 @@ training pairs, with ``en``'s tokenizer and random-init runs, the self-pretraini
 it pretrains the same architecture with every objective at equal tokens
 
 * ``gdes`` / ``es`` / ``none``: RTD with gradient-disentangled / plain / no embedding sharing (``mdeberta pretrain``)
+* ``decoupled``: RTD + GDES trained as the original's ``rtd.sh`` does (``--decoupled-training``)
 * ``mlm``: the MLM baseline (``mdeberta pretrain --objective mlm``)
 * ``reference``: transformers' DebertaV2ForMaskedLM in a plain loop on the same batches (``reference_mlm.py``)
 
 then fine-tunes every model and a random init with several seeds on the English NLI pairs (``mdeberta xnli``: best
 checkpoint on English XNLI dev, full XNLI test sets), evaluates the held-out MNLI / SNLI pairs, runs frozen-feature
-linear probes (``mdeberta probe``), compares each objective with random init (``mdeberta compare``) and writes
-``summary.md`` / ``summary.json`` / ``summary.png`` into the output folder.
+linear probes (``mdeberta probe``), scores every pretrained model (discriminator and generator, or the MLM model)
+and the runs' shared initial weights zero-shot on a BLiMP sample (``mdeberta evaluate --task minimal-pairs``),
+compares each objective with random init (``mdeberta compare``) and writes ``summary.md`` / ``summary.json`` /
+``summary.png`` into the output folder.
 
 Every step is a command line (printed with ``--dry-run``) whose output folder marks it done, so an interrupted
-study continues where it stopped. ``--jobs`` steps run at once (one thread each). On a GPU, scale it up::
+study continues where it stopped; ``--only GLOB ...`` runs the matching jobs and what they depend on (``--dry-run``
+lists the names). ``--jobs`` steps run at once (one thread each). On a GPU, scale it up::
 
     python studies/pretraining_study.py --output runs/study                       # CPU: ~3 h on 2 cores
     python studies/pretraining_study.py --output runs/study-gpu --steps 100000 --batch-size 128 \\
@@ -32,11 +36,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-OBJECTIVES = ("gdes", "es", "none", "mlm", "reference")
+OBJECTIVES = ("gdes", "es", "none", "decoupled", "mlm", "reference")
+PRETRAIN_FLAGS = {"mlm": ["--objective", "mlm"], "decoupled": ["--embedding-sharing", "gdes", "--decoupled-training"]}
 CORPORA = {"en": ("corpus_en", 8000), "multi": ("corpus", 16000), "nli": (None, None)}
 NLI_TRAIN = ("mnli_train_subset_8999.tsv.gz", "snli_train_subset_8999.tsv.gz")
 
@@ -110,7 +117,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
                 models[objective] = str(run / "model")
                 done = run / "model" / "config.json"
             else:
-                extra = (["--objective", "mlm"] if objective == "mlm" else ["--embedding-sharing", objective])
+                extra = PRETRAIN_FLAGS.get(objective, ["--embedding-sharing", objective])
                 resume = ["--resume"]  # continues an interrupted run, or starts it
                 cmd = mdeberta("pretrain", *common, *extra, *device, "--output-dir", str(run), "--num-workers", "0",
                                "--log-every", "50", "--save-every", "500", "--no-progress", *resume)
@@ -118,6 +125,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
                 models[objective] = str(run / "export" / sub)
                 done = run / "export" / sub / "config.json"
             jobs.append(Job(f"{corpus}/{objective}/pretrain", cmd, done, [f"{base}/tokenizer"]))
+        jobs += blimp_jobs(a, corpus, base, models, common)
         languages = "all" if corpus == "multi" else "en"
         for model in [*a.objectives, "random"]:
             source = (["--model", a.preset, "--random-init", "--tokenizer", str(tok)] if model == "random"
@@ -153,6 +161,59 @@ def plan(a: argparse.Namespace) -> list[Job]:
     return list(unique.values())
 
 
+def blimp_jobs(a: argparse.Namespace, corpus: str, base: str, models: dict[str, str], common: list[str]) -> list[Job]:
+    """Zero-shot BLiMP on the first ``--blimp-pairs-per-paradigm`` pairs of every paradigm: each RTD model's
+    discriminator and generator, each MLM model, and (as ``BASE/random``) the initial weights the runs start from."""
+    if not a.blimp_pairs_per_paradigm:
+        return []
+    out, blimp = Path(a.output), Path(a.shared) / "data" / "blimp" / "blimp.jsonl.gz"
+    jobs: list[Job] = []
+
+    def score(name: str, model: str, target: Path, dep: str) -> Job:
+        return Job(name, mdeberta(
+            "evaluate", "--task", "minimal-pairs", "--model", model, "--eval-file", str(blimp),
+            "--max-pairs-per-paradigm", str(a.blimp_pairs_per_paradigm), "--name", name, "--output-dir", str(target),
+            "--overwrite"), target / "minimal_pairs.json", [dep])
+
+    for objective, model in models.items():
+        dep = f"{corpus}/{objective}/pretrain"
+        for part in (["model"] if objective in ("mlm", "reference") else ["discriminator", "generator"]):
+            path = str(Path(model).parent / part)
+            jobs.append(score(f"{corpus}/{objective}/blimp-{part}", path, out / corpus / objective / f"blimp-{part}",
+                              dep))
+    # random init: a 1-step RTD run's step 0 (its initial weights, rebuilt from its seed: every run of this preset,
+    # vocabulary and seed starts from them), independent of which objectives this invocation pretrains
+    run, init = out / base / "random" / "run", out / base / "random" / "init"
+    jobs.append(Job(f"{base}/random/run", mdeberta("pretrain", *common, "--max-steps", "1", "--output-dir", str(run),
+                                                    "--num-workers", "0", "--no-progress", "--overwrite"),
+                    run / "export" / "discriminator" / "config.json", [f"{base}/tokenizer"]))
+    jobs.append(Job(f"{base}/random/init", mdeberta("export-checkpoint", str(run), "--step", "0", "--output-dir",
+                                                     str(init), "--overwrite"), init / "tokenizer" / "spm.model",
+                    [f"{base}/random/run"]))
+    for part in ("discriminator", "generator"):
+        jobs.append(score(f"{base}/random/blimp-{part}", str(init / part), out / base / "random" / f"blimp-{part}",
+                          f"{base}/random/init"))
+    return jobs
+
+
+def select(jobs: list[Job], patterns: list[str]) -> list[Job]:
+    """The jobs whose names match one of the glob ``patterns``, with every job they depend on (transitively)."""
+    from fnmatch import fnmatchcase
+
+    by_name = {j.name: j for j in jobs}
+    unknown = [p for p in patterns if not any(fnmatchcase(j.name, p) for j in jobs)]
+    if unknown:
+        raise SystemExit(f"--only: no job matches {', '.join(unknown)} (jobs: {', '.join(by_name)})")
+    wanted = {j.name for j in jobs if any(fnmatchcase(j.name, p) for p in patterns)}
+    todo = list(wanted)
+    while todo:
+        for dep in by_name[todo.pop()].deps:
+            if dep in by_name and dep not in wanted:
+                wanted.add(dep)
+                todo.append(dep)
+    return [j for j in jobs if j.name in wanted]
+
+
 def run_jobs(jobs: list[Job], parallel: int, dry_run: bool, logs: Path) -> list[str]:
     """Run every job whose dependencies are done, ``parallel`` at a time (logs in ``logs/<job>.log``); returns the
     names of failed jobs."""
@@ -160,7 +221,7 @@ def run_jobs(jobs: list[Job], parallel: int, dry_run: bool, logs: Path) -> list[
     pending = [j for j in jobs if not j.done.exists()]
     if dry_run:
         for j in pending:
-            print(shlex.join(j.cmd))
+            print(f"# {j.name}\n{shlex.join(j.cmd)}")
         return []
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1" if parallel > 1 else "2"))
     running: dict[str, tuple[subprocess.Popen, float]] = {}
@@ -195,6 +256,32 @@ def run_jobs(jobs: list[Job], parallel: int, dry_run: bool, logs: Path) -> list[
     return failed
 
 
+def study_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A study's command line: its docstring as help, ``--output`` (the resumable folder) and ``--shared``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", required=True, help="the study's folder (an interrupted study continues there)")
+    p.add_argument("--shared", default=str(HERE.parents[1] / "shared"), help="the ../shared folder")
+    return p
+
+
+def add_runner_arguments(p: argparse.ArgumentParser, jobs: int) -> None:
+    """The options every study shares: how many jobs at once, a dry run, and rewriting only the summary."""
+    p.add_argument("--jobs", type=int, default=jobs, help="jobs run at once (one thread each)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands still to run, run nothing")
+    p.add_argument("--summary-only", action="store_true", help="only (re)write the summary")
+
+
+def run_study(a: argparse.Namespace, plan_jobs: Callable[[], list[Job]], summarize: Callable[[Any], Any]) -> int:
+    """Every study's main: run the planned jobs (unless ``--summary-only``), name the failed ones, then summarise
+    what exists (unless ``--dry-run``); 1 when a job failed."""
+    failed = [] if a.summary_only else run_jobs(plan_jobs(), a.jobs, a.dry_run, Path(a.output) / "logs")
+    if failed:
+        print("failed:", *failed, sep="\n  ")
+    if not a.dry_run:
+        summarize(a)
+    return 1 if failed else 0
+
+
 def summarize(a: argparse.Namespace) -> None:
     """summary.md / .json / .png: per corpus and model, the XNLI English test accuracy per seed, the held-out
     MNLI / SNLI accuracy, the probes, and the paired comparison with random init."""
@@ -204,12 +291,13 @@ def summarize(a: argparse.Namespace) -> None:
         root = out / corpus
         random_root = out / ("en" if corpus == "nli" else corpus)
         text += [f"## {corpus}", "", "| model | XNLI en test per seed | mean ± sd | XNLI avg | MNLI held-out | "
-                 "SNLI held-out | probe pair | probe sentences | en vs random: diff ± se (Welch t) |",
-                 "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+                 "SNLI held-out | probe pair | probe sentences | en vs random: diff ± se (Welch t) | BLiMP |",
+                 "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
         for model in ["random", *a.objectives]:
             runs = [(random_root if model == "random" else root) / model / f"finetune-s{s}" for s in a.seeds]
             runs = [r for r in runs if (r / "xnli_summary.json").exists()]
-            if not runs:
+            blimp = blimp_scores((random_root if model == "random" else root) / model)
+            if not runs and not blimp:
                 continue
             summaries = [json.loads((r / "xnli_summary.json").read_text()) for r in runs]
             en = [s["accuracy"]["en"] for s in summaries]
@@ -238,7 +326,7 @@ def summarize(a: argparse.Namespace) -> None:
                                                "--output", str(cmp), "--overwrite"), capture_output=True)
                 if done.returncode == 0:
                     group = json.loads(cmp.read_text())["group_difference"]
-            row = {"en": en, "avg": avg, "heldout": held, "probes": probes, "compare_avg": group,
+            row = {"en": en, "avg": avg, "heldout": held, "probes": probes, "compare_avg": group, "blimp": blimp,
                    "welch_en": welch_t(en, rows[f"{corpus}/random"]["en"]) if model != "random" and
                    f"{corpus}/random" in rows else None}
             rows[f"{corpus}/{model}"] = row
@@ -257,7 +345,8 @@ def summarize(a: argparse.Namespace) -> None:
                 diff += f"; avg of 15: {group['difference']:+.2f} (t {group['welch_t'] or float('nan'):+.2f})"
             text.append(f"| {model} | {' / '.join(f'{x:.1f}' for x in en)} | {ms(en)} | {ms(avg)} | "
                         f"{ms(held['mnli'])} | {ms(held['snli'])} | {probes.get('pair', float('nan')):.1f} | "
-                        f"{probes.get('sentences', float('nan')):.1f} | {diff} |")
+                        f"{probes.get('sentences', float('nan')):.1f} | {diff} | "
+                        f"{' / '.join(f'{k} {v:.1f}' for k, v in blimp.items()) or '-'} |")
         text.append("")
     (out / "summary.md").write_text("\n".join(text) + "\n")
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -266,6 +355,12 @@ def summarize(a: argparse.Namespace) -> None:
         plot(rows, out / "summary.png")
     except Exception as e:  # a plot must never fail the study
         print(f"no plot: {e}")
+
+
+def blimp_scores(folder: Path) -> dict[str, float]:
+    """BLiMP sample accuracy per scored part (discriminator / generator / model) of one model's folder."""
+    return {f.parent.name.removeprefix("blimp-"): json.loads(f.read_text())["overall"]
+            for f in sorted(folder.glob("blimp-*/minimal_pairs.json"))}
 
 
 def welch_t(candidate: list[float], baseline: list[float]) -> tuple[float, float, float] | None:
@@ -283,7 +378,7 @@ def plot(rows: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(rows)
+    names = [n for n in rows if rows[n]["en"]]  # rows with fine-tuning runs (BLiMP-only rows have none)
     means = [statistics.mean(rows[n]["en"]) for n in names]
     sds = [statistics.stdev(rows[n]["en"]) if len(rows[n]["en"]) > 1 else 0 for n in names]
     fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(names) + 2), 4))
@@ -300,10 +395,8 @@ def plot(rows: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", required=True)
-    p.add_argument("--shared", default=str(HERE.parents[1] / "shared"), help="the ../shared folder")
+def main() -> int:
+    p = study_parser(__doc__)
     p.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
     p.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
     p.add_argument("--preset", default="deberta-v3-tiny")
@@ -317,17 +410,14 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=2)
     p.add_argument("--finetune-lr", type=float, default=3e-4)
     p.add_argument("--device", default=None)
-    p.add_argument("--jobs", type=int, default=2, help="steps run at once")
-    p.add_argument("--dry-run", action="store_true", help="print the commands still to run, run nothing")
-    p.add_argument("--summary-only", action="store_true", help="only (re)write the summary")
+    p.add_argument("--blimp-pairs-per-paradigm", type=int, default=50,
+                   help="BLiMP pairs per paradigm scored zero-shot for every model (0: no BLiMP)")
+    p.add_argument("--only", nargs="+", metavar="GLOB", help="run only the jobs whose names match (and their "
+                   "dependencies), e.g. 'nli/es/*' 'multi/*/blimp-*'; --dry-run lists the names")
+    add_runner_arguments(p, jobs=2)
     a = p.parse_args()
-    if not a.summary_only:
-        failed = run_jobs(plan(a), a.jobs, a.dry_run, Path(a.output) / "logs")
-        if failed:
-            print("failed:", *failed, sep="\n  ")
-    if not a.dry_run:
-        summarize(a)
+    return run_study(a, lambda: select(plan(a), a.only) if a.only else plan(a), summarize)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -23,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from pretraining_study import Job, mdeberta, run_jobs  # noqa: E402
+from pretraining_study import Job, add_runner_arguments, mdeberta, run_study, study_parser  # noqa: E402
 
 LANGUAGES = ("en", "fr", "es", "de", "el", "bg", "ru", "tr", "ar", "vi", "th", "zh", "hi", "sw", "ur")
 TOKENS_PER_STEP = 32 * 128
@@ -151,23 +151,16 @@ def summarize(a: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = study_parser(__doc__)
     p.add_argument("--budget", required=True, help="the budget curve's output folder (tokenizer/, gdes/)")
-    p.add_argument("--output", required=True)
-    p.add_argument("--shared", default=str(HERE.parents[1] / "shared"), help="the ../shared folder")
     p.add_argument("--preset", default="deberta-v3-tiny")
     p.add_argument("--steps", nargs="+", type=int, default=[256, 1024, 2048], help="budget checkpoints to fine-tune")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--epochs", type=float, default=10)
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--dry-run", action="store_true")
-    p.add_argument("--summary-only", action="store_true")
+    add_runner_arguments(p, jobs=1)
     a = p.parse_args(argv)
-    failed = [] if a.summary_only else run_jobs(plan(a), a.jobs, a.dry_run, Path(a.output) / "logs")
-    if not a.dry_run:
-        summarize(a)
-    return 1 if failed else 0
+    return run_study(a, lambda: plan(a), summarize)
 
 
 if __name__ == "__main__":

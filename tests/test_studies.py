@@ -84,3 +84,89 @@ def test_sib200_study_plans_and_summarises(tmp_path):
     assert rows["rows"]["random"]["en"] == 35.0 and rows["rows"]["gdes-256"]["en"] == 55.0
     assert rows["paired"]["gdes-256"]["wins"] == 4 and rows["paired"]["gdes-256"]["losses"] == 0
     assert (out / "summary.png").stat().st_size > 0
+
+
+def test_pretraining_study_selects_jobs_scores_blimp_and_summarises(tmp_path):
+    """--only runs the matching jobs and their dependencies; decoupled is GDES + --decoupled-training; every
+    pretrained model and the shared initial weights get a BLiMP job, and the summary carries their scores."""
+    out = tmp_path / "study"
+    dry = subprocess.run([sys.executable, str(STUDIES / "pretraining_study.py"), "--output", str(out), "--shared",
+                          str(tmp_path / "shared"), "--corpora", "en", "--objectives", "gdes", "decoupled", "mlm",
+                          "--only", "en/decoupled/blimp-*", "en/random/blimp-generator", "--dry-run"],
+                         capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    names = [x.removeprefix("# ") for x in dry.stdout.splitlines() if x.startswith("# ")]
+    assert names == ["en/tokenizer", "en/decoupled/pretrain", "en/decoupled/blimp-discriminator",
+                     "en/decoupled/blimp-generator", "en/random/run", "en/random/init", "en/random/blimp-generator"]
+    commands = dict(zip(names, [x for x in dry.stdout.splitlines() if not x.startswith("# ")], strict=True))
+    assert "--embedding-sharing gdes --decoupled-training" in commands["en/decoupled/pretrain"]
+    assert "--max-steps 1 " in commands["en/random/run"] and "--step 0" in commands["en/random/init"]
+    assert "--max-pairs-per-paradigm 50" in commands["en/decoupled/blimp-generator"]
+    assert "decoupled/pretrain/export/generator" in commands["en/decoupled/blimp-generator"]
+    unknown = subprocess.run([sys.executable, str(STUDIES / "pretraining_study.py"), "--output", str(out),
+                              "--corpora", "en", "--only", "en/nothing*", "--dry-run"], capture_output=True,
+                             text=True, timeout=120)
+    assert unknown.returncode != 0 and "no job matches en/nothing*" in unknown.stderr
+
+    for model, part, value in (("random", "generator", 46.7), ("decoupled", "discriminator", 54.5),
+                               ("decoupled", "generator", 51.0)):
+        folder = out / "en" / model / f"blimp-{part}"
+        folder.mkdir(parents=True)
+        (folder / "minimal_pairs.json").write_text(json.dumps({"overall": value}))
+    summary = subprocess.run([sys.executable, str(STUDIES / "pretraining_study.py"), "--output", str(out),
+                              "--corpora", "en", "--objectives", "decoupled", "--summary-only"],
+                             capture_output=True, text=True, timeout=120)
+    assert summary.returncode == 0, summary.stderr
+    rows = json.loads((out / "summary.json").read_text())
+    assert rows["en/decoupled"]["blimp"] == {"discriminator": 54.5, "generator": 51.0}
+    assert rows["en/random"]["blimp"] == {"generator": 46.7} and rows["en/random"]["en"] == []
+    assert "discriminator 54.5 / generator 51.0" in (out / "summary.md").read_text()
+
+
+def test_word_order_pairs_swap_real_words_only_and_summarise(tmp_path):
+    import gzip
+    import random
+
+    sys.path.insert(0, str(STUDIES))
+    from word_order_pairs import swap_adjacent_words
+
+    rng = random.Random(0)
+    for _ in range(20):  # never the first word, never 'mats.' (punctuation) nor '2' (a digit)
+        assert swap_adjacent_words("The cat sat down on 2 mats.", rng) in (
+            "The sat cat down on 2 mats.", "The cat down sat on 2 mats.", "The cat sat on down 2 mats.")
+    assert swap_adjacent_words("Too short here.", rng) is None
+    assert swap_adjacent_words("A the the.", rng) is None
+    assert swap_adjacent_words("आप पहाड़ की चोटी", rng) == "आप की पहाड़ चोटी"  # vowel signs are marks, still words
+
+    xnli = tmp_path / "shared" / "data" / "xnli"
+    xnli.mkdir(parents=True)
+    for lang in ("en", "de"):
+        with gzip.open(xnli / f"xnli.dev.{lang}.tsv.gz", "wt", encoding="utf-8") as f:
+            f.write("premise\thypothesis\tlabel\n")
+            f.writelines(f"p\tThe {lang} dog number {i} sleeps.\tneutral\n" for i in range(5))
+            f.write("p\tThe en dog number 0 sleeps.\tneutral\np\tToo short.\tneutral\n")  # a repeat, a short one
+    out = tmp_path / "wo"
+    args = [sys.executable, str(STUDIES / "word_order_pairs.py"), "--output", str(out), "--shared",
+            str(tmp_path / "shared"), "--languages", "en", "de", "--pairs-per-language", "3", "--ngram-order", "2"]
+    dry = subprocess.run([*args, "--model", "m=/some/model", "--dry-run"], capture_output=True, text=True,
+                         timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert sum("--task minimal-pairs" in x for x in dry.stdout.splitlines()) == 1 + 2  # the model, two n-grams
+    from word_order_pairs import build_pairs
+
+    rows = build_pairs(xnli, out, ["en", "de"], 3, 0).read_text().splitlines()
+    assert rows[0] == "good\tbad\tlanguage" and len(rows) == 1 + 2 * 3
+    for row in rows[1:]:
+        good, bad, lang = row.split("\t")
+        assert good != bad and sorted(good.split()) == sorted(bad.split()) and good.split()[0] == "The"
+    for name, scores in (("m", {"en": 60.0, "de": 40.0}),):
+        (out / "scores" / name).mkdir(parents=True)
+        (out / "scores" / name / "minimal_pairs.json").write_text(json.dumps({"per_paradigm": scores}))
+    (out / "scores" / "ngram" / "en").mkdir(parents=True)
+    (out / "scores" / "ngram" / "en" / "minimal_pairs.json").write_text(json.dumps({"overall": 70.0}))
+    done = subprocess.run([*args, "--model", "m=/some/model", "--summary-only"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| m | 60.0 | 40.0 | 50.0 |" in (out / "summary.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["word 2-gram, same corpus"] == {"en": 70.0}
+    assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
