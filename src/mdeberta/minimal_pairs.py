@@ -300,8 +300,9 @@ def markdown_report(name: str, summary: dict[str, Any], published: dict[str, dic
         paradigms += f"| {k} | {n} | " + " | ".join("–" if v is None else f"{v:.1f}" for v in values) + " |\n"
     return (f"# Minimal pairs — {name}\n\n{table}\nAccuracy in percent ({summary['num_pairs']} pairs, method "
             f"{summary['method']}; a tie counts as wrong: {summary['ties']} ties). Overall: mean over paradigms; a "
-            "phenomenon: mean over its paradigms. Published rows: BLiMP (Warstadt et al., 2020), full-sentence "
-            "log-probabilities of models trained on 83M tokens (LSTM) to 40 GB (GPT-2).\n\n" + paradigms)
+            "phenomenon: mean over its paradigms." + (
+                " Published rows: BLiMP (Warstadt et al., 2020), full-sentence log-probabilities of models trained "
+                "on 83M tokens (LSTM) to 40 GB (GPT-2)." if published else "") + "\n\n" + paradigms)
 
 
 def plot_report(name: str, summary: dict[str, Any], published: dict[str, dict[str, Any]], path: Path) -> None:
@@ -340,7 +341,9 @@ def write_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], out
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    published = published_rows(reference)
+    # BLiMP's published rows only beside BLiMP's own paradigms (a TSV of other pairs is not comparable to them)
+    published = {k: v for k, v in published_rows(reference).items()
+                 if set(v["per_paradigm"]) & set(summary["per_paradigm"])}
     paths = {"markdown": out / "minimal_pairs.md", "json": out / "minimal_pairs.json",
              "plot": out / "minimal_pairs.png", "scores": out / "scores.jsonl"}
     atomic_write_text(paths["scores"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

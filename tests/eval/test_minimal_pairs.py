@@ -184,3 +184,20 @@ def test_reads_all_of_blimp():
     pairs = read_minimal_pairs(BLIMP)
     assert len(pairs) == 67000 and len({p.paradigm for p in pairs}) == 67
     assert len(read_minimal_pairs(BLIMP, max_per_paradigm=20)) == 1340
+
+
+def test_published_blimp_rows_only_beside_blimp_paradigms(tmp_path):
+    """BLiMP's published rows stand beside BLiMP's paradigms, never beside other pairs (a word-order TSV)."""
+    from mdeberta.minimal_pairs import write_report
+
+    reference = tmp_path / "blimp_published.json"
+    reference.write_text(json.dumps({"per_paradigm": {"anaphor_gender_agreement": {
+        "ngram": 0.5, "lstm": 0.9, "txl": 0.9, "gpt2": 0.99, "linguistics_term": "anaphor_agreement"}},
+        "per_phenomenon": {"anaphor_agreement": {"ngram": 0.5, "lstm": 0.9, "txl": 0.9, "gpt2": 0.99}},
+        "human_agreement_per_paradigm": {"anaphor_gender_agreement": 0.96}}))
+    for paradigm, expected in (("anaphor_gender_agreement", True), ("de", False)):
+        records = [{"paradigm": paradigm, "phenomenon": "", "score_good": -1.0, "score_bad": -2.0, "correct": True}]
+        paths = write_report({"method": "rtd", **summarize(records)}, records, tmp_path / paradigm, "m", reference)
+        report = json.loads(paths["json"].read_text())
+        assert bool(report["published"]) == expected
+        assert ("GPT-2" in paths["markdown"].read_text()) == expected
