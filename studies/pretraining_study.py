@@ -363,6 +363,16 @@ def blimp_scores(folder: Path) -> dict[str, float]:
             for f in sorted(folder.glob("blimp-*/minimal_pairs.json"))}
 
 
+def sign_test(a: list[int], b: list[int]) -> dict[str, float]:
+    """Exact two-sided sign test (McNemar) on the examples where two models disagree in correctness (1 / 0 each)."""
+    from math import comb
+
+    wins, losses = sum(x > y for x, y in zip(a, b)), sum(x < y for x, y in zip(a, b))
+    n, k = wins + losses, min(wins, losses)
+    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return {"wins": wins, "losses": losses, "p": p}
+
+
 def welch_t(candidate: list[float], baseline: list[float]) -> tuple[float, float, float] | None:
     """Difference of means, its standard error over runs and Welch's t (None with fewer than 2 runs a side)."""
     if len(candidate) < 2 or len(baseline) < 2:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from pretraining_study import Job, add_runner_arguments, mdeberta, run_study, study_parser  # noqa: E402
+from pretraining_study import Job, add_runner_arguments, mdeberta, run_study, sign_test, study_parser  # noqa: E402
 
 LANGUAGES = ("en", "fr", "es", "de", "el", "bg", "ru", "tr", "ar", "vi", "th", "zh", "hi", "sw", "ur")
 TOKENS_PER_STEP = 32 * 128
@@ -57,16 +57,6 @@ def plan(a: argparse.Namespace) -> list[Job]:
                 "--max-seq-length", "128", "--output-dir", str(run / "test"), "--name", f"{arm} s{seed}",
                 "--overwrite"), run / "test" / "classification_test.json", [f"{arm}/s{seed}/finetune"]))
     return jobs
-
-
-def _paired(a: list[int], b: list[int]) -> dict[str, float]:
-    """Exact two-sided sign test (McNemar) on the examples where the two arms disagree in correctness."""
-    from math import comb
-
-    wins, losses = sum(x > y for x, y in zip(a, b)), sum(x < y for x, y in zip(a, b))
-    n, k = wins + losses, min(wins, losses)
-    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
-    return {"wins": wins, "losses": losses, "p": p}
 
 
 def _majority(test_file: Path) -> float | None:
@@ -107,7 +97,7 @@ def summarize(a: argparse.Namespace) -> dict:
                 if r.get("language") in ("en", None):
                     correct.append(int(r["gold"] == r["predicted"]))
         hits[arm_dir.name] = correct
-    tests = {arm: _paired(hits[arm], hits["random"]) for arm in hits if arm != "random" and "random" in hits
+    tests = {arm: sign_test(hits[arm], hits["random"]) for arm in hits if arm != "random" and "random" in hits
              and len(hits[arm]) == len(hits["random"])}
     order = sorted(rows, key=lambda k: (k != "random", int(k.split("-")[-1]) if k != "random" else 0))
     cols = ["dev_en", "en", "avg", *LANGUAGES[1:]]

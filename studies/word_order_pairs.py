@@ -15,7 +15,8 @@ text has no spaces between words, and a swap of characters or of tokenizer piece
 
 writes ``pairs.tsv`` (``good<TAB>bad<TAB>language``; the language is the paradigm, so ``mdeberta evaluate --task
 minimal-pairs`` reports per language) and ``pairs.<lang>.tsv``, scores every ``--model`` and the n-grams, and
-writes ``summary.md`` / ``summary.json`` / ``summary.png``.
+writes ``summary.md`` / ``summary.json`` / ``summary.png`` (with ``--compare A=B``: the exact sign test of model A
+against model B on the pairs one gets right and the other wrong).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from pretraining_study import Job, add_runner_arguments, mdeberta, run_study, study_parser  # noqa: E402
+from pretraining_study import Job, add_runner_arguments, mdeberta, run_study, sign_test, study_parser  # noqa: E402
 
 LANGUAGES = ("en", "fr", "es", "de", "el", "bg", "ru", "tr", "ar", "vi", "hi", "sw", "ur")  # XNLI less th, zh
 
@@ -130,12 +131,27 @@ def summarize(a: argparse.Namespace) -> dict:
         mean = sum(values) / len(values) if values else float("nan")
         lines.append(f"| {name} | " + " | ".join(f"{row[lang]:.1f}" if lang in row else "–" for lang in langs)
                      + f" | {mean:.1f} |")
+    paired = {}
+    for spec in a.compare:
+        candidate, _, baseline = spec.partition("=")
+        hits = [correctness(out / "scores" / name / "scores.jsonl") for name in (candidate, baseline)]
+        if all(hits) and len(hits[0]) == len(hits[1]):
+            paired[f"{candidate} vs {baseline}"] = test = sign_test(*hits)
+            lines.append(f"\n{candidate} vs {baseline}, pairs one gets right and the other wrong: {test['wins']} / "
+                         f"{test['losses']}, exact sign test p = {test['p']:.2g}")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps({"accuracy": table, "paired": paired}, indent=2) + "\n")
     print("\n".join(lines))
     if table:
         plot(table, langs, out / "summary.png")
     return table
+
+
+def correctness(scores: Path) -> list[int]:
+    """1 / 0 per pair, in file order, from an evaluation's scores.jsonl ([] when it is not there)."""
+    if not scores.is_file():
+        return []
+    return [int(json.loads(line)["correct"]) for line in scores.read_text(encoding="utf-8").splitlines()]
 
 
 def per_language(report: dict) -> dict[str, float]:
@@ -167,15 +183,17 @@ def plot(table: dict[str, dict[str, float]], langs: list[str], path: Path) -> No
 def main() -> int:
     p = study_parser(__doc__)
     p.add_argument("--model", nargs="*", default=[], metavar="NAME=DIR", help="models to score (MLM / RTD folders)")
+    p.add_argument("--compare", nargs="*", default=[], metavar="CANDIDATE=BASELINE",
+                   help="paired sign tests between two --model names over the same pairs")
     p.add_argument("--languages", nargs="+", default=list(LANGUAGES), choices=list(LANGUAGES))
     p.add_argument("--pairs-per-language", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ngram-order", type=int, default=0, help="also a word n-gram per language (0: none)")
     add_runner_arguments(p, jobs=1)
     a = p.parse_args()
-    bad = [m for m in a.model if "=" not in m or not m.partition("=")[0]]
+    bad = [m for m in [*a.model, *a.compare] if "=" not in m or not m.partition("=")[0]]
     if bad:
-        p.error(f"--model takes NAME=DIR, got {bad}")
+        p.error(f"--model takes NAME=DIR and --compare CANDIDATE=BASELINE, got {bad}")
 
     def plan_jobs() -> list[Job]:
         if not (Path(a.output) / "pairs.tsv").is_file() and not a.dry_run:

@@ -159,14 +159,19 @@ def test_word_order_pairs_swap_real_words_only_and_summarise(tmp_path):
     for row in rows[1:]:
         good, bad, lang = row.split("\t")
         assert good != bad and sorted(good.split()) == sorted(bad.split()) and good.split()[0] == "The"
-    for name, scores in (("m", {"en": 60.0, "de": 40.0}),):
+    for name, scores, correct in (("m", {"en": 60.0, "de": 40.0}, [1, 1, 1, 1, 1, 0]),
+                                  ("r", {"en": 50.0, "de": 50.0}, [0, 0, 0, 0, 0, 0])):
         (out / "scores" / name).mkdir(parents=True)
         (out / "scores" / name / "minimal_pairs.json").write_text(json.dumps({"per_paradigm": scores}))
+        (out / "scores" / name / "scores.jsonl").write_text("".join(json.dumps({"correct": bool(c)}) + "\n"
+                                                                    for c in correct))
     (out / "scores" / "ngram" / "en").mkdir(parents=True)
     (out / "scores" / "ngram" / "en" / "minimal_pairs.json").write_text(json.dumps({"overall": 70.0}))
-    done = subprocess.run([*args, "--model", "m=/some/model", "--summary-only"], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([*args, "--model", "m=/some/model", "r=/other", "--compare", "m=r", "--summary-only"],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| m | 60.0 | 40.0 | 50.0 |" in (out / "summary.md").read_text()
-    assert json.loads((out / "summary.json").read_text())["word 2-gram, same corpus"] == {"en": 70.0}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["accuracy"]["word 2-gram, same corpus"] == {"en": 70.0}
+    assert summary["paired"]["m vs r"] == {"wins": 5, "losses": 0, "p": 0.0625}  # 2 * 2^-5
     assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
