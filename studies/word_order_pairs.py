@@ -165,7 +165,7 @@ def plot(table: dict[str, dict[str, float]], langs: list[str], path: Path) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.6 * len(langs) + 3), 4))
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.6 * len(langs) + 3) + 3, 4))
     width = 0.8 / len(table)
     for k, (name, row) in enumerate(table.items()):
         xs = [i + k * width for i, lang in enumerate(langs) if lang in row]
@@ -175,7 +175,7 @@ def plot(table: dict[str, dict[str, float]], langs: list[str], path: Path) -> No
     ax.set_ylabel("pairs right (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Adjacent-word swaps in XNLI dev hypotheses: the real sentence preferred")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
