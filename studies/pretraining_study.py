@@ -245,6 +245,9 @@ def run_jobs(jobs: list[Job], parallel: int, dry_run: bool, logs: Path) -> list[
         for j in list(pending):
             if len(running) >= parallel:
                 break
+            if j.done.exists():  # finished meanwhile by another invocation on the same folder: never run twice
+                pending.remove(j)
+                continue
             if all(by_name[d].done.exists() and d not in running for d in j.deps if d in by_name):
                 logs.mkdir(parents=True, exist_ok=True)
                 log = open(logs / f"{j.name.replace('/', '_')}.log", "w")  # noqa: SIM115

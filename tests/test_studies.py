@@ -52,6 +52,18 @@ def test_run_jobs_skips_everything_downstream_of_a_failure(tmp_path):
     assert (tmp_path / "d").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
+def test_run_jobs_skips_a_job_whose_output_appeared_meanwhile(tmp_path):
+    """A job that another invocation finished after this one started is not run again (before: both ran it)."""
+    sys.path.insert(0, str(STUDIES))
+    from pretraining_study import Job, run_jobs
+
+    touch = [sys.executable, "-c", "import sys, pathlib; [pathlib.Path(p).touch() for p in sys.argv[1:]]"]
+    jobs = [Job("first", [*touch, str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "a"),  # also makes b
+            Job("second", [*touch, str(tmp_path / "ran"), str(tmp_path / "b")], tmp_path / "b")]
+    assert run_jobs(jobs, 1, False, tmp_path / "logs") == []
+    assert (tmp_path / "b").exists() and not (tmp_path / "ran").exists()
+
+
 def test_sib200_study_plans_and_summarises(tmp_path):
     budget, out = tmp_path / "budget", tmp_path / "sib"
     (budget / "gdes" / "checkpoints").mkdir(parents=True)
