@@ -104,11 +104,12 @@ def plan(a: argparse.Namespace) -> list[Job]:
         jobs.append(Job(f"{base}/tokenizer", mdeberta(
             "tokenizer", "train", "--input", str(shared / "data" / folder), "--output-dir", str(tok),
             "--vocab-size", str(vocab), "--input-sentence-size", "300000", "--num-threads", "1"), tok / "spm.model"))
-        common = ["--data", str(data), "--tokenizer", str(tok), "--model-preset", a.preset, "--max-steps",
-                  str(a.steps), "--batch-size", str(a.batch_size), "--max-seq-length", str(a.max_seq_length),
-                  "--precision", a.precision, "--seed", str(a.pretrain_seed)]
+        run_args = ["--data", str(data), "--tokenizer", str(tok), "--model-preset", a.preset, "--batch-size",
+                    str(a.batch_size), "--max-seq-length", str(a.max_seq_length), "--precision", a.precision,
+                    "--seed", str(a.pretrain_seed)]  # what fixes the initial weights and the batches
         if a.lr:
-            common += ["--lr", str(a.lr)]
+            run_args += ["--lr", str(a.lr)]
+        common = [*run_args, "--max-steps", str(a.steps)]
         models: dict[str, str] = {}
         for objective in a.objectives:
             run = root / objective / "pretrain"
@@ -125,7 +126,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
                 models[objective] = str(run / "export" / sub)
                 done = run / "export" / sub / "config.json"
             jobs.append(Job(f"{corpus}/{objective}/pretrain", cmd, done, [f"{base}/tokenizer"]))
-        jobs += blimp_jobs(a, corpus, base, models, common)
+        jobs += blimp_jobs(a, corpus, base, models, run_args)
         languages = "all" if corpus == "multi" else "en"
         for model in [*a.objectives, "random"]:
             source = (["--model", a.preset, "--random-init", "--tokenizer", str(tok)] if model == "random"
@@ -161,7 +162,8 @@ def plan(a: argparse.Namespace) -> list[Job]:
     return list(unique.values())
 
 
-def blimp_jobs(a: argparse.Namespace, corpus: str, base: str, models: dict[str, str], common: list[str]) -> list[Job]:
+def blimp_jobs(a: argparse.Namespace, corpus: str, base: str, models: dict[str, str], run_args: list[str]
+               ) -> list[Job]:
     """Zero-shot BLiMP on the first ``--blimp-pairs-per-paradigm`` pairs of every paradigm: each RTD model's
     discriminator and generator, each MLM model, and (as ``BASE/random``) the initial weights the runs start from."""
     if not a.blimp_pairs_per_paradigm:
@@ -184,7 +186,7 @@ def blimp_jobs(a: argparse.Namespace, corpus: str, base: str, models: dict[str, 
     # random init: a 1-step RTD run's step 0 (its initial weights, rebuilt from its seed: every run of this preset,
     # vocabulary and seed starts from them), independent of which objectives this invocation pretrains
     run, init = out / base / "random" / "run", out / base / "random" / "init"
-    jobs.append(Job(f"{base}/random/run", mdeberta("pretrain", *common, "--max-steps", "1", "--output-dir", str(run),
+    jobs.append(Job(f"{base}/random/run", mdeberta("pretrain", *run_args, "--max-steps", "1", "--output-dir", str(run),
                                                     "--num-workers", "0", "--no-progress", "--overwrite"),
                     run / "export" / "discriminator" / "config.json", [f"{base}/tokenizer"]))
     jobs.append(Job(f"{base}/random/init", mdeberta("export-checkpoint", str(run), "--step", "0", "--output-dir",
