@@ -5,7 +5,10 @@ the schedule of ``--max-steps`` 8192 = 33.6M tokens), every checkpoint kept; at 
 initial weights, then 2^k x 1M tokens) the checkpoint is exported (``mdeberta export-checkpoint``) and scored on
 BLiMP (``mdeberta evaluate --task minimal-pairs``): the generator / MLM model by pseudo-log-likelihood, the
 discriminator by log P(original). A Kneser-Ney 5-gram trained on the same corpus (``mdeberta ngram train``) is the
-floor measured on the same text. With ``--finetune`` each budget's discriminator / MLM model is also fine-tuned on
+floor measured on the same text. Every checkpoint is also scored on 1000 English word-order pairs (real XNLI dev
+hypotheses against one adjacent-word swap, ``studies/word_order_pairs.py``; ``--word-order-pairs 0``: none), the
+contrast on which pretraining moved first in RESULTS.md's tenth round, each budget tested against the same model's
+step 0 with the exact sign test. With ``--finetune`` each budget's discriminator / MLM model is also fine-tuned on
 the 18k English NLI pairs (3 seeds, full English XNLI test), as in the pretraining study.
 
 Every step is a command line (``--dry-run`` prints them) whose output marks it done; pretraining runs continue with
@@ -25,7 +28,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from pretraining_study import Job, add_runner_arguments, mdeberta, run_study, study_parser  # noqa: E402
+from pretraining_study import Job, add_runner_arguments, mdeberta, run_study, sign_test, study_parser  # noqa: E402
+from word_order_pairs import build_pairs, correctness  # noqa: E402
 
 TOKENS_PER_STEP = 32 * 128
 BUDGET_STEPS = (0, 256, 512, 1024, 2048, 4096, 8192)  # 0, 1M, 2M, 4M, 8M, 16M, 32M tokens (2^20 each)
@@ -52,6 +56,12 @@ def plan(a: argparse.Namespace) -> list[Job]:
                                         "--eval-file", str(blimp), "--name", "5-gram (corpus_en)", "--output-dir",
                                         str(out / "blimp" / "ngram5"), "--overwrite"),
                 out / "blimp" / "ngram5" / "minimal_pairs.json", ["ngram"])]
+    if a.word_order_pairs:
+        target = out / "word_order" / "ngram5"
+        jobs.append(Job("ngram/word-order", mdeberta(
+            "evaluate", "--task", "minimal-pairs", "--model", str(out / "ngram5.npz"), "--eval-file",
+            str(out / "word_order" / "pairs.tsv"), "--name", "5-gram (corpus_en)", "--output-dir", str(target),
+            "--overwrite"), target / "minimal_pairs.json", ["ngram"]))
     sample = ["--max-pairs-per-paradigm", str(a.pairs_per_paradigm)] if a.pairs_per_paradigm else []
     for objective in a.objectives:
         run = out / objective
@@ -78,6 +88,13 @@ def plan(a: argparse.Namespace) -> list[Job]:
                     *sample, "--name", f"{objective} {part} {step * TOKENS_PER_STEP / 2**20:g}M",
                     "--output-dir", str(target), "--overwrite"), target / "minimal_pairs.json",
                     [f"{objective}/step-{step}/export"]))
+                if a.word_order_pairs:
+                    target = out / "word_order" / objective / f"step-{step}" / part
+                    jobs.append(Job(f"{objective}/step-{step}/{part}/word-order", mdeberta(
+                        "evaluate", "--task", "minimal-pairs", "--model", str(export / part), "--eval-file",
+                        str(out / "word_order" / "pairs.tsv"), "--name", f"{objective} {part} {step}",
+                        "--output-dir", str(target), "--overwrite"), target / "minimal_pairs.json",
+                        [f"{objective}/step-{step}/export"]))
             if a.finetune:
                 nli = shared / "data" / "nli_en"
                 model = export / ("model" if objective == "mlm" else "discriminator")
@@ -95,47 +112,84 @@ def plan(a: argparse.Namespace) -> list[Job]:
     return jobs
 
 
-def summarize(a: argparse.Namespace) -> None:
-    """curve.json / curve.md / curve.png: BLiMP accuracy against pretraining tokens for every scored model."""
-    out = Path(a.output)
+def read_curves(root: Path) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, dict]]]:
+    """Accuracy per model ("objective part") and token budget from ``root/<objective>/step-N/<part>``, and the exact
+    sign test of every budget against the same model's step 0 on the same pairs (where both have per-pair scores)."""
     curves: dict[str, dict[int, float]] = {}
-    for path in sorted((out / "blimp").glob("*/step-*/*/minimal_pairs.json")):
+    paired: dict[str, dict[int, dict]] = {}
+    for path in sorted(root.glob("*/step-*/*/minimal_pairs.json")):
         objective, step, part = path.parts[-4], int(path.parts[-3].removeprefix("step-")), path.parts[-2]
-        curves.setdefault(f"{objective} {part}", {})[step * TOKENS_PER_STEP] = json.loads(path.read_text())["overall"]
-    floor = out / "blimp" / "ngram5" / "minimal_pairs.json"
-    ngram = json.loads(floor.read_text())["overall"] if floor.is_file() else None
-    if not curves:
+        name = f"{objective} {part}"
+        curves.setdefault(name, {})[step * TOKENS_PER_STEP] = json.loads(path.read_text())["overall"]
+        hits, init = (correctness(root / objective / f"step-{s}" / part / "scores.jsonl") for s in (step, 0))
+        if step and hits and len(hits) == len(init):
+            paired.setdefault(name, {})[step * TOKENS_PER_STEP] = sign_test(hits, init)
+    return curves, paired
+
+
+def table(curves: dict[str, dict[int, float]], paired: dict[str, dict[int, dict]]) -> list[str]:
+    """Markdown rows: accuracy at each budget, with the sign test's p against step 0 where there is one."""
+    tokens = sorted({t for c in curves.values() for t in c})
+    lines = ["| model | " + " | ".join(f"{t / 2**20:g}M" for t in tokens) + " |", "|---|" + "---:|" * len(tokens)]
+    for name, curve in curves.items():
+        cells = [(f"{curve[t]:.1f}" + (f" (p={paired[name][t]['p']:.1g})" if t in paired.get(name, {}) else ""))
+                 if t in curve else "–" for t in tokens]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def overall(path: Path) -> float | None:
+    return json.loads(path.read_text())["overall"] if path.is_file() else None
+
+
+def summarize(a: argparse.Namespace) -> None:
+    """curve.json / curve.md / curve.png: BLiMP (and, where scored, English word-order pairs) accuracy against
+    pretraining tokens for every scored model, beside the 5-gram trained on the same corpus."""
+    out = Path(a.output)
+    panels = {"BLiMP": (*read_curves(out / "blimp"), overall(out / "blimp" / "ngram5" / "minimal_pairs.json")),
+              "word order": (*read_curves(out / "word_order"),
+                             overall(out / "word_order" / "ngram5" / "minimal_pairs.json"))}
+    panels = {k: v for k, v in panels.items() if v[0]}
+    if not panels:
         print("nothing scored yet")
         return
-    tokens = sorted({t for c in curves.values() for t in c})
-    lines = ["| model | " + " | ".join(f"{t / 2**20:g}M" for t in tokens) + " |",
-             "|---|" + "---:|" * len(tokens)]
-    for name, curve in curves.items():
-        lines.append(f"| {name} | " + " | ".join(f"{curve[t]:.1f}" if t in curve else "–" for t in tokens) + " |")
-    md = "\n".join(lines) + "\n" + (f"\n5-gram on the same corpus (all 67,000 pairs): {ngram:.1f}\n" if ngram else "")
-    (out / "curve.md").write_text(md)
-    (out / "curve.json").write_text(json.dumps({"curves": {k: {str(t): v for t, v in c.items()}
-                                                           for k, c in curves.items()}, "ngram5": ngram}, indent=2))
+    md = []
+    for title, (curves, paired, ngram) in panels.items():
+        what = ("BLiMP" if title == "BLiMP" else "English word-order pairs (XNLI dev hypotheses against one adjacent-"
+                "word swap, studies/word_order_pairs.py)")
+        md += [f"## {what}", "", *table(curves, paired), ""]
+        if ngram is not None:
+            md += [f"5-gram on the same corpus: {ngram:.1f}", ""]
+    md += ["(p: exact sign test against the same model's step 0 on the same pairs)"]
+    (out / "curve.md").write_text("\n".join(md) + "\n")
+    (out / "curve.json").write_text(json.dumps(
+        {"curves": {k: {str(t): v for t, v in c.items()} for k, c in panels.get("BLiMP", ({},))[0].items()},
+         "ngram5": panels["BLiMP"][2] if "BLiMP" in panels else None,
+         "word_order": {k: {str(t): v for t, v in c.items()} for k, c in panels.get("word order", ({},))[0].items()},
+         "word_order_ngram5": panels["word order"][2] if "word order" in panels else None,
+         "paired_vs_step0": {title: {k: {str(t): v for t, v in c.items()} for k, c in paired.items()}
+                             for title, (_, paired, _) in panels.items()}}, indent=2))
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, curve in curves.items():
-        xs = sorted(curve)
-        ax.plot([max(x, 2**18) / 2**20 for x in xs], [curve[x] for x in xs], marker="o", label=name)
-    if ngram is not None:
-        ax.axhline(ngram, color="k", ls="--", lw=1, label=f"5-gram, same corpus ({ngram:.1f})")
-    ax.axhline(50, color="grey", ls=":", lw=1, label="chance")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("pretraining tokens (M; step 0 drawn at 0.25M)")
-    ax.set_ylabel("BLiMP accuracy (%)")
-    ax.set_title("BLiMP along pretraining (deberta-v3-tiny, corpus_en)")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.2), squeeze=False)
+    for ax, (title, (curves, _, ngram)) in zip(axes[0], panels.items()):
+        for name, curve in curves.items():
+            xs = sorted(curve)
+            ax.plot([max(x, 2**18) / 2**20 for x in xs], [curve[x] for x in xs], marker="o", label=name)
+        if ngram is not None:
+            ax.axhline(ngram, color="k", ls="--", lw=1, label=f"5-gram, same corpus ({ngram:.1f})")
+        ax.axhline(50, color="grey", ls=":", lw=1, label="chance")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("pretraining tokens (M; step 0 drawn at 0.25M)")
+        ax.set_ylabel(f"{title} accuracy (%)")
+        ax.set_title(f"{title} along pretraining (deberta-v3-tiny, corpus_en)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=120)
-    print(md)
+    print("\n".join(md))
 
 
 def main() -> int:
@@ -149,9 +203,18 @@ def main() -> int:
     p.add_argument("--no-pretrain", dest="pretrain", action="store_false", help="only score existing checkpoints")
     p.add_argument("--finetune", action="store_true", help="also fine-tune every budget's model on English NLI")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--word-order-pairs", type=int, default=1000,
+                   help="English word-order pairs scored at every checkpoint (0: none)")
     add_runner_arguments(p, jobs=2)
     a = p.parse_args()
-    return run_study(a, lambda: plan(a), summarize)
+
+    def plan_jobs() -> list[Job]:
+        pairs = Path(a.output) / "word_order" / "pairs.tsv"
+        if a.word_order_pairs and not pairs.is_file() and not a.dry_run:
+            build_pairs(Path(a.shared) / "data" / "xnli", pairs.parent, ["en"], a.word_order_pairs, seed=0)
+        return plan(a)
+
+    return run_study(a, plan_jobs, summarize)
 
 
 if __name__ == "__main__":

@@ -270,16 +270,20 @@ def study_parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def add_runner_arguments(p: argparse.ArgumentParser, jobs: int) -> None:
-    """The options every study shares: how many jobs at once, a dry run, and rewriting only the summary."""
+    """The options every study shares: how many jobs at once, a dry run, rewriting only the summary, and running
+    only some jobs."""
     p.add_argument("--jobs", type=int, default=jobs, help="jobs run at once (one thread each)")
     p.add_argument("--dry-run", action="store_true", help="print the commands still to run, run nothing")
     p.add_argument("--summary-only", action="store_true", help="only (re)write the summary")
+    p.add_argument("--only", nargs="+", metavar="GLOB", help="run only the jobs whose names match (and their "
+                   "dependencies), e.g. 'nli/es/*' 'multi/*/blimp-*'; --dry-run lists the names")
 
 
 def run_study(a: argparse.Namespace, plan_jobs: Callable[[], list[Job]], summarize: Callable[[Any], Any]) -> int:
     """Every study's main: run the planned jobs (unless ``--summary-only``), name the failed ones, then summarise
-    what exists (unless ``--dry-run``); 1 when a job failed."""
-    failed = [] if a.summary_only else run_jobs(plan_jobs(), a.jobs, a.dry_run, Path(a.output) / "logs")
+    what exists (unless ``--dry-run``); 1 when a job failed. ``--only`` narrows the plan to the matching jobs."""
+    failed = [] if a.summary_only else run_jobs(select(plan_jobs(), a.only) if a.only else plan_jobs(), a.jobs,
+                                                a.dry_run, Path(a.output) / "logs")
     if failed:
         print("failed:", *failed, sep="\n  ")
     if not a.dry_run:
@@ -427,11 +431,9 @@ def main() -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--blimp-pairs-per-paradigm", type=int, default=50,
                    help="BLiMP pairs per paradigm scored zero-shot for every model (0: no BLiMP)")
-    p.add_argument("--only", nargs="+", metavar="GLOB", help="run only the jobs whose names match (and their "
-                   "dependencies), e.g. 'nli/es/*' 'multi/*/blimp-*'; --dry-run lists the names")
     add_runner_arguments(p, jobs=2)
     a = p.parse_args()
-    return run_study(a, lambda: select(plan(a), a.only) if a.only else plan(a), summarize)
+    return run_study(a, lambda: plan(a), summarize)
 
 
 if __name__ == "__main__":

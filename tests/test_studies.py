@@ -23,18 +23,36 @@ def test_budget_curve_plans_and_summarises(tmp_path):
     assert any("export-checkpoint" in x and "--step 256" in x for x in lines)
     assert any("export-checkpoint" in x and "--step 0" in x for x in lines)
     assert not any("--step 512" in x for x in lines)  # no such checkpoint yet
-    assert sum("--task minimal-pairs" in x for x in lines) == 2 * 2 + 1 + 1  # gdes x 2 parts x 2 steps, mlm 0, ngram
+    # BLiMP and word order: gdes x 2 parts x 2 steps, mlm step 0, the 5-gram
+    assert sum("--task minimal-pairs" in x for x in lines) == 2 * (2 * 2 + 1 + 1)
+    assert sum("word_order/pairs.tsv" in x for x in lines) == 2 * 2 + 1 + 1
     assert any(" -m mdeberta xnli " in x and "--resume" in x for x in lines)
+    only = subprocess.run([sys.executable, str(STUDIES / "budget_curve.py"), "--output", str(out), "--dry-run",
+                           "--shared", str(tmp_path / "shared"), "--only", "gdes/step-0/*/word-order"],
+                          capture_output=True, text=True, timeout=120)  # every study takes --only
+    assert only.returncode == 0, only.stderr
+    assert [x for x in only.stdout.splitlines() if x.startswith("# ")] == [
+        "# tokenizer", "# gdes/step-0/export", "# gdes/step-0/generator/word-order",
+        "# gdes/step-0/discriminator/word-order"]
     for step, part, value in ((0, "generator", 47.0), (256, "generator", 52.5), (0, "discriminator", 50.0)):
         folder = out / "blimp" / "gdes" / f"step-{step}" / part
         folder.mkdir(parents=True)
         (folder / "minimal_pairs.json").write_text(json.dumps({"overall": value}))
+    for step, hits in ((0, [0] * 10), (256, [1] * 10)):  # 10 pairs, all gained: sign test p = 2 / 2^10
+        folder = out / "word_order" / "gdes" / f"step-{step}" / "generator"
+        folder.mkdir(parents=True)
+        (folder / "minimal_pairs.json").write_text(json.dumps({"overall": 100.0 * sum(hits) / len(hits)}))
+        (folder / "scores.jsonl").write_text("".join(json.dumps({"correct": bool(h)}) + "\n" for h in hits))
     done = subprocess.run([sys.executable, str(STUDIES / "budget_curve.py"), "--output", str(out),
                            "--summary-only"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    curve = json.loads((out / "curve.json").read_text())["curves"]
-    assert curve["gdes generator"] == {"0": 47.0, str(256 * 4096): 52.5}
-    assert "| gdes generator | 47.0 | 52.5 |" in (out / "curve.md").read_text()
+    summary = json.loads((out / "curve.json").read_text())
+    assert summary["curves"]["gdes generator"] == {"0": 47.0, str(256 * 4096): 52.5}
+    assert summary["word_order"]["gdes generator"] == {"0": 0.0, str(256 * 4096): 100.0}
+    test = summary["paired_vs_step0"]["word order"]["gdes generator"][str(256 * 4096)]
+    assert (test["wins"], test["losses"]) == (10, 0) and abs(test["p"] - 2 / 2**10) < 1e-12
+    md = (out / "curve.md").read_text()
+    assert "| gdes generator | 47.0 | 52.5 |" in md and "| gdes generator | 0.0 | 100.0 (p=0.002) |" in md
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
