@@ -73,7 +73,8 @@ def plan(a: argparse.Namespace) -> list[Job]:
                 a.precision, "--seed", "42", *OBJECTIVES[objective], "--output-dir", objective, "--num-workers", "0",
                 "--log-every", "64", "--save-every", "256", "--keep-last", "0", "--no-progress", *resume),
                 run / "export" / parts_of(objective)[-1] / "config.json", ["tokenizer"], cwd=out))
-        for step in BUDGET_STEPS:
+        kept = sorted(int(c.stem.removeprefix("step-")) for c in (run / "checkpoints").glob("step-*.pt"))
+        for step in sorted({0, *kept}) if a.all_checkpoints else BUDGET_STEPS:
             if step > a.steps or (step and not (run / "checkpoints" / f"step-{step:08d}.pt").is_file()):
                 continue
             export = out / "exports" / objective / f"step-{step}"
@@ -127,15 +128,31 @@ def read_curves(root: Path) -> tuple[dict[str, dict[int, float]], dict[str, dict
     return curves, paired
 
 
-def table(curves: dict[str, dict[int, float]], paired: dict[str, dict[int, dict]]) -> list[str]:
+def table(curves: dict[str, dict[int, float]], paired: dict[str, dict[int, dict]], digits: int = 1) -> list[str]:
     """Markdown rows: accuracy at each budget, with the sign test's p against step 0 where there is one."""
     tokens = sorted({t for c in curves.values() for t in c})
     lines = ["| model | " + " | ".join(f"{t / 2**20:g}M" for t in tokens) + " |", "|---|" + "---:|" * len(tokens)]
     for name, curve in curves.items():
-        cells = [(f"{curve[t]:.1f}" + (f" (p={paired[name][t]['p']:.1g})" if t in paired.get(name, {}) else ""))
+        cells = [(f"{curve[t]:.{digits}f}" + (f" (p={paired[name][t]['p']:.1g})" if t in paired.get(name, {}) else ""))
                  if t in curve else "–" for t in tokens]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def training_loss(out: Path, key: str = "mlm_loss") -> dict[str, dict[int, float]]:
+    """Per objective, the generator's (or MLM model's) training loss logged at each scored budget step: when the
+    curves move is read against when the model leaves the unigram plateau."""
+    losses: dict[str, dict[int, float]] = {}
+    for metrics in sorted(out.glob("*/metrics.jsonl")):
+        logged = {}
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            if key in row and "step" in row:
+                logged[row["step"]] = row[key]
+        steps = {int(f.name.removeprefix("step-")) for f in (out / "exports" / metrics.parent.name).glob("step-*")}
+        if logged and steps & set(logged):
+            losses[metrics.parent.name] = {s * TOKENS_PER_STEP: logged[s] for s in sorted(steps & set(logged))}
+    return losses
 
 
 def overall(path: Path) -> float | None:
@@ -160,6 +177,10 @@ def summarize(a: argparse.Namespace) -> None:
         md += [f"## {what}", "", *table(curves, paired), ""]
         if ngram is not None:
             md += [f"5-gram on the same corpus: {ngram:.1f}", ""]
+    losses = training_loss(out)
+    if losses:
+        md += ["## Training MLM loss logged at those steps (the generator's; ln 8000 = 9.0 at init)", "",
+               *table({f"{k} MLM loss": v for k, v in losses.items()}, {}, digits=2), ""]
     md += ["(p: exact sign test against the same model's step 0 on the same pairs)"]
     (out / "curve.md").write_text("\n".join(md) + "\n")
     (out / "curve.json").write_text(json.dumps(
@@ -167,6 +188,7 @@ def summarize(a: argparse.Namespace) -> None:
          "ngram5": panels["BLiMP"][2] if "BLiMP" in panels else None,
          "word_order": {k: {str(t): v for t, v in c.items()} for k, c in panels.get("word order", ({},))[0].items()},
          "word_order_ngram5": panels["word order"][2] if "word order" in panels else None,
+         "training_mlm_loss": {k: {str(t): v for t, v in c.items()} for k, c in losses.items()},
          "paired_vs_step0": {title: {k: {str(t): v for t, v in c.items()} for k, c in paired.items()}
                              for title, (_, paired, _) in panels.items()}}, indent=2))
     import matplotlib
@@ -203,6 +225,8 @@ def main() -> int:
     p.add_argument("--no-pretrain", dest="pretrain", action="store_false", help="only score existing checkpoints")
     p.add_argument("--finetune", action="store_true", help="also fine-tune every budget's model on English NLI")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--all-checkpoints", action="store_true",
+                   help="score every kept checkpoint (every 256 steps), not only the doubling budgets")
     p.add_argument("--word-order-pairs", type=int, default=1000,
                    help="English word-order pairs scored at every checkpoint (0: none)")
     add_runner_arguments(p, jobs=2)

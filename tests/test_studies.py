@@ -14,6 +14,7 @@ def test_budget_curve_plans_and_summarises(tmp_path):
     out = tmp_path / "budget"
     (out / "gdes" / "checkpoints").mkdir(parents=True)
     (out / "gdes" / "checkpoints" / "step-00000256.pt").write_bytes(b"")
+    (out / "gdes" / "checkpoints" / "step-00000768.pt").write_bytes(b"")  # between two doubling budgets
     dry = subprocess.run([sys.executable, str(STUDIES / "budget_curve.py"), "--output", str(out), "--dry-run",
                           "--shared", str(tmp_path / "shared"), "--finetune", "--seeds", "1"],
                          capture_output=True, text=True, timeout=120)
@@ -27,6 +28,12 @@ def test_budget_curve_plans_and_summarises(tmp_path):
     assert sum("--task minimal-pairs" in x for x in lines) == 2 * (2 * 2 + 1 + 1)
     assert sum("word_order/pairs.tsv" in x for x in lines) == 2 * 2 + 1 + 1
     assert any(" -m mdeberta xnli " in x and "--resume" in x for x in lines)
+    assert not any("--step 768" in x for x in lines)  # only the doubling budgets by default...
+    every = subprocess.run([sys.executable, str(STUDIES / "budget_curve.py"), "--output", str(out), "--dry-run",
+                            "--shared", str(tmp_path / "shared"), "--all-checkpoints", "--objectives", "gdes"],
+                           capture_output=True, text=True, timeout=120)
+    assert every.returncode == 0, every.stderr
+    assert [x for x in every.stdout.splitlines() if "export-checkpoint" in x and "--step 768" in x]  # ...or all
     only = subprocess.run([sys.executable, str(STUDIES / "budget_curve.py"), "--output", str(out), "--dry-run",
                            "--shared", str(tmp_path / "shared"), "--only", "gdes/step-0/*/word-order"],
                           capture_output=True, text=True, timeout=120)  # every study takes --only
@@ -51,7 +58,16 @@ def test_budget_curve_plans_and_summarises(tmp_path):
     assert summary["word_order"]["gdes generator"] == {"0": 0.0, str(256 * 4096): 100.0}
     test = summary["paired_vs_step0"]["word order"]["gdes generator"][str(256 * 4096)]
     assert (test["wins"], test["losses"]) == (10, 0) and abs(test["p"] - 2 / 2**10) < 1e-12
+    (out / "gdes" / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "mlm_loss": 9.0 - s / 128}) + "\n"
+                                                        for s in (64, 128, 192, 256)))
+    for step in (0, 256):
+        (out / "exports" / "gdes" / f"step-{step}").mkdir(parents=True)
+    done = subprocess.run([sys.executable, str(STUDIES / "budget_curve.py"), "--output", str(out),
+                           "--summary-only"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "curve.json").read_text())["training_mlm_loss"] == {"gdes": {str(256 * 4096): 7.0}}
     md = (out / "curve.md").read_text()
+    assert "| gdes MLM loss | 7.00 |" in md
     assert "| gdes generator | 47.0 | 52.5 |" in md and "| gdes generator | 0.0 | 100.0 (p=0.002) |" in md
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
