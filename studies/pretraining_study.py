@@ -398,6 +398,9 @@ def plot(rows: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = [n for n in rows if rows[n]["en"]]  # rows with fine-tuning runs (BLiMP-only rows have none)
+    if not names:
+        print("no plot yet: no fine-tuning run has finished")
+        return
     means = [statistics.mean(rows[n]["en"]) for n in names]
     sds = [statistics.stdev(rows[n]["en"]) if len(rows[n]["en"]) > 1 else 0 for n in names]
     fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(names) + 2), 4))

@@ -167,6 +167,7 @@ def test_pretraining_study_selects_jobs_scores_blimp_and_summarises(tmp_path):
     assert rows["en/decoupled"]["blimp"] == {"discriminator": 54.5, "generator": 51.0}
     assert rows["en/random"]["blimp"] == {"generator": 46.7} and rows["en/random"]["en"] == []
     assert "discriminator 54.5 / generator 51.0" in (out / "summary.md").read_text()
+    assert "no plot yet: no fine-tuning run has finished" in summary.stdout and "no plot:" not in summary.stdout
 
 
 def test_word_order_pairs_swap_real_words_only_and_summarise(tmp_path):
