@@ -183,14 +183,14 @@ def summarize(a: argparse.Namespace) -> None:
                *table({f"{k} MLM loss": v for k, v in losses.items()}, {}, digits=2), ""]
     md += ["(p: exact sign test against the same model's step 0 on the same pairs)"]
     (out / "curve.md").write_text("\n".join(md) + "\n")
+    def by_budget(curves: dict) -> dict:  # JSON keys: the token count as a string
+        return {name: {str(t): v for t, v in curve.items()} for name, curve in curves.items()}
+
+    blimp, word_order = (panels.get(title, ({}, {}, None)) for title in ("BLiMP", "word order"))
     (out / "curve.json").write_text(json.dumps(
-        {"curves": {k: {str(t): v for t, v in c.items()} for k, c in panels.get("BLiMP", ({},))[0].items()},
-         "ngram5": panels["BLiMP"][2] if "BLiMP" in panels else None,
-         "word_order": {k: {str(t): v for t, v in c.items()} for k, c in panels.get("word order", ({},))[0].items()},
-         "word_order_ngram5": panels["word order"][2] if "word order" in panels else None,
-         "training_mlm_loss": {k: {str(t): v for t, v in c.items()} for k, c in losses.items()},
-         "paired_vs_step0": {title: {k: {str(t): v for t, v in c.items()} for k, c in paired.items()}
-                             for title, (_, paired, _) in panels.items()}}, indent=2))
+        {"curves": by_budget(blimp[0]), "ngram5": blimp[2], "word_order": by_budget(word_order[0]),
+         "word_order_ngram5": word_order[2], "training_mlm_loss": by_budget(losses),
+         "paired_vs_step0": {title: by_budget(paired) for title, (_, paired, _) in panels.items()}}, indent=2))
     import matplotlib
 
     matplotlib.use("Agg")
