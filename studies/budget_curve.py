@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from pretraining_study import Job, add_runner_arguments, mdeberta, run_study, sign_test, study_parser  # noqa: E402
-from word_order_pairs import build_pairs, correctness  # noqa: E402
+from pretraining_study import Job, add_runner_arguments, mdeberta, run_study, sign_test, study_parser, welch_t  # noqa: E402
+from word_order_pairs import correctness, ensure_pairs  # noqa: E402
 
 TOKENS_PER_STEP = 32 * 128
 BUDGET_STEPS = (0, 256, 512, 1024, 2048, 4096, 8192)  # 0, 1M, 2M, 4M, 8M, 16M, 32M tokens (2^20 each)
@@ -107,8 +109,8 @@ def plan(a: argparse.Namespace) -> list[Job]:
                         str(nli / "snli_train_subset_8999.tsv.gz"), "--eval-dir", str(shared / "data" / "xnli"),
                         "--languages", "en", "--max-seq-length", "128", "--learning-rate", "3e-4", "--warmup-ratio",
                         "0.1", "--epochs", "2", "--eval-every", "250", "--max-dev-examples", "1000", "--save-every",
-                        "100000", "--log-every", "50", "--name", f"{objective} {step}", "--output-dir", str(ft),
-                        "--resume"),
+                        "100000", "--log-every", "50", "--name", f"{objective} {step * TOKENS_PER_STEP / 2**20:g}M",
+                        "--output-dir", str(ft), "--resume"),
                         ft / "xnli_summary.json", [f"{objective}/step-{step}/export"]))
     return jobs
 
@@ -155,6 +157,62 @@ def training_loss(out: Path, key: str = "mlm_loss") -> dict[str, dict[int, float
     return losses
 
 
+def finetune_runs(out: Path) -> dict[str, dict[int, list[Path]]]:
+    """Objective -> token budget -> its finished English NLI fine-tunes (``finetune/<objective>/step-N/s<seed>``)."""
+    runs: dict[str, dict[int, list[Path]]] = {}
+    for summary in sorted((out / "finetune").glob("*/step-*/s*/xnli_summary.json")):
+        run = summary.parent
+        step = int(run.parent.name.removeprefix("step-"))
+        runs.setdefault(run.parent.parent.name, {}).setdefault(step * TOKENS_PER_STEP, []).append(run)
+    return runs
+
+
+def finetune_rows(out: Path) -> dict[str, dict]:
+    """XNLI-en test accuracy of every fine-tuned budget against random init. Random init is every run's step 0 (the
+    same architecture's initial weights; pooled over objectives): Welch's t over seeds, and McNemar's test on every
+    pretrained x random pair of runs (``mdeberta compare``'s paired comparison over the 5010 test pairs)."""
+    from mdeberta.recipes.compare import compare_groups
+
+    def english(run: Path) -> float:
+        return json.loads((run / "xnli_summary.json").read_text())["accuracy"]["en"]
+
+    runs = finetune_runs(out)
+    random_init = [run for by_budget in runs.values() for run in by_budget.get(0, [])]
+    rows: dict[str, dict] = {}
+    if random_init:
+        rows["random init"] = {"tokens": 0, "en": [english(r) for r in random_init]}
+    for objective, by_budget in runs.items():
+        for tokens in sorted(t for t in by_budget if t):
+            row: dict = {"tokens": tokens, "en": [english(r) for r in by_budget[tokens]]}
+            if random_init:
+                cmp = compare_groups(by_budget[tokens], random_init)
+                row["welch_vs_random"] = welch_t(row["en"], rows["random init"]["en"])
+                row["mcnemar_vs_random"] = [{"difference": p["difference"], "z": p["z"], "p": p["p_value"]}
+                                            for p in cmp["pairs"]]
+            rows[f"{objective} {tokens / 2**20:g}M"] = row
+    return rows
+
+
+def finetune_table(rows: dict[str, dict]) -> list[str]:
+    lines = ["| model | XNLI en test per seed | mean ± sd | vs random init: diff ± se (Welch t) | McNemar over the "
+             "pretrained x random pairs |", "|---|---|---:|---|---|"]
+    for name, row in rows.items():
+        en = row["en"]
+        sd = statistics.stdev(en) if len(en) > 1 else 0.0
+        welch, pairs = row.get("welch_vs_random"), row.get("mcnemar_vs_random", [])
+        diff = f"{welch[0]:+.2f} ± {welch[1]:.2f} (t {welch[2]:+.1f})" if welch else "–"
+        paired = "–"
+        if pairs:
+            better = sum(p["difference"] > 0 and p["p"] < 0.05 for p in pairs)
+            worse = sum(p["difference"] < 0 and p["p"] < 0.05 for p in pairs)
+            zs = [p["z"] for p in pairs]
+            paired = (f"{better} better, {worse} worse, {len(pairs) - better - worse} n.s. of {len(pairs)} "
+                      f"(z {min(zs):+.1f} to {max(zs):+.1f})")
+        lines.append(f"| {name} | {' / '.join(f'{x:.1f}' for x in en)} | {statistics.mean(en):.1f} ± {sd:.1f} | "
+                     f"{diff} | {paired} |")
+    return lines
+
+
 def overall(path: Path) -> float | None:
     return json.loads(path.read_text())["overall"] if path.is_file() else None
 
@@ -167,7 +225,8 @@ def summarize(a: argparse.Namespace) -> None:
               "word order": (*read_curves(out / "word_order"),
                              overall(out / "word_order" / "ngram5" / "minimal_pairs.json"))}
     panels = {k: v for k, v in panels.items() if v[0]}
-    if not panels:
+    finetuned = finetune_rows(out)
+    if not panels and not finetuned:
         print("nothing scored yet")
         return
     md = []
@@ -179,8 +238,14 @@ def summarize(a: argparse.Namespace) -> None:
             md += [f"5-gram on the same corpus: {ngram:.1f}", ""]
     losses = training_loss(out)
     if losses:
-        md += ["## Training MLM loss logged at those steps (the generator's; ln 8000 = 9.0 at init)", "",
+        configs = sorted((out / "exports").glob("*/step-0/*/config.json"))  # what a uniform guess spreads over
+        vocab = json.loads(configs[0].read_text())["vocab_size"] if configs else None
+        at_init = f"; ln {vocab} = {math.log(vocab):.1f} at init" if vocab else ""
+        md += [f"## Training MLM loss logged at those steps (the generator's{at_init})", "",
                *table({f"{k} MLM loss": v for k, v in losses.items()}, {}, digits=2), ""]
+    if finetuned:
+        md += ["## XNLI-en after fine-tuning on the 18k English NLI pairs (full English test set, 5010 pairs)", "",
+               *finetune_table(finetuned), ""]
     md += ["(p: exact sign test against the same model's step 0 on the same pairs)"]
     (out / "curve.md").write_text("\n".join(md) + "\n")
     def by_budget(curves: dict) -> dict:  # JSON keys: the token count as a string
@@ -190,13 +255,15 @@ def summarize(a: argparse.Namespace) -> None:
     (out / "curve.json").write_text(json.dumps(
         {"curves": by_budget(blimp[0]), "ngram5": blimp[2], "word_order": by_budget(word_order[0]),
          "word_order_ngram5": word_order[2], "training_mlm_loss": by_budget(losses),
-         "paired_vs_step0": {title: by_budget(paired) for title, (_, paired, _) in panels.items()}}, indent=2))
+         "paired_vs_step0": {title: by_budget(paired) for title, (_, paired, _) in panels.items()},
+         "finetune_xnli_en": finetuned}, indent=2))
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.2), squeeze=False)
+    count = len(panels) + bool(finetuned)
+    fig, axes = plt.subplots(1, count, figsize=(7 * count, 4.2), squeeze=False)
     for ax, (title, (curves, _, ngram)) in zip(axes[0], panels.items()):
         for name, curve in curves.items():
             xs = sorted(curve)
@@ -209,9 +276,37 @@ def summarize(a: argparse.Namespace) -> None:
         ax.set_ylabel(f"{title} accuracy (%)")
         ax.set_title(f"{title} along pretraining (deberta-v3-tiny, corpus_en)")
         ax.legend(fontsize=7)
+    if finetuned:
+        plot_finetuning(axes[0][-1], finetuned)
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=120)
     print("\n".join(md))
+
+
+def plot_finetuning(ax, rows: dict[str, dict]) -> None:
+    """Mean ± sd of the seeds per objective against tokens, random init as a band, every seed as a dot."""
+    by_objective: dict[str, list[dict]] = {}
+    for name, row in rows.items():
+        if row["tokens"]:
+            by_objective.setdefault(name.rsplit(" ", 1)[0], []).append(row)
+    if "random init" in rows:
+        en = rows["random init"]["en"]
+        sd = statistics.stdev(en) if len(en) > 1 else 0.0
+        ax.axhspan(statistics.mean(en) - sd, statistics.mean(en) + sd, color="grey", alpha=0.3,
+                   label=f"random init ({statistics.mean(en):.1f} ± {sd:.1f})")
+    for objective, points in by_objective.items():
+        xs = [p["tokens"] / 2**20 for p in points]
+        means = [statistics.mean(p["en"]) for p in points]
+        sds = [statistics.stdev(p["en"]) if len(p["en"]) > 1 else 0.0 for p in points]
+        line = ax.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=objective)
+        for x, p in zip(xs, points):
+            ax.scatter([x] * len(p["en"]), p["en"], s=8, color=line[0].get_color())
+    ax.axhline(100 / 3, color="grey", ls=":", lw=1, label="chance")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("pretraining tokens (M)")
+    ax.set_ylabel("XNLI en test accuracy (%)")
+    ax.set_title("fine-tuned on 18k English NLI pairs")
+    ax.legend(fontsize=7)
 
 
 def main() -> int:
@@ -233,9 +328,9 @@ def main() -> int:
     a = p.parse_args()
 
     def plan_jobs() -> list[Job]:
-        pairs = Path(a.output) / "word_order" / "pairs.tsv"
-        if a.word_order_pairs and not pairs.is_file() and not a.dry_run:
-            build_pairs(Path(a.shared) / "data" / "xnli", pairs.parent, ["en"], a.word_order_pairs, seed=0)
+        if a.word_order_pairs and not a.dry_run:
+            ensure_pairs(Path(a.shared) / "data" / "xnli", Path(a.output) / "word_order", ["en"], a.word_order_pairs,
+                         seed=0)
         return plan(a)
 
     return run_study(a, plan_jobs, summarize)

@@ -79,6 +79,30 @@ def build_pairs(xnli: Path, out: Path, languages: list[str], per_language: int, 
     return write_tsv(out / "pairs.tsv", rows)
 
 
+def ensure_pairs(xnli: Path, out: Path, languages: list[str], per_language: int, seed: int) -> Path:
+    """``out/pairs.tsv``: built once (every model of a study is scored on the same file), then reused only when it
+    was built with the same languages, count and seed; a different request stops with both, so that a changed
+    ``--pairs-per-language`` is never answered silently with the old sample."""
+    wanted = {"languages": sorted(languages), "per_language": per_language, "seed": seed}
+    pairs, recipe = out / "pairs.tsv", out / "pairs.json"
+    if not pairs.is_file():
+        build_pairs(xnli, out, languages, per_language, seed)
+        recipe.write_text(json.dumps(wanted) + "\n", encoding="utf-8")
+        return pairs
+    if recipe.is_file():
+        built = json.loads(recipe.read_text(encoding="utf-8"))
+    else:  # written before pairs.json existed: its languages and per-language count are read from the rows
+        counts: dict[str, int] = {}
+        with open(pairs, encoding="utf-8", newline="") as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                counts[row["language"]] = counts.get(row["language"], 0) + 1
+        built = {"languages": sorted(counts), "per_language": max(counts.values(), default=0), "seed": seed}
+    if built != wanted:
+        raise SystemExit(f"{pairs} was built with {built}, this run asks for {wanted}: use another --output, "
+                         "or delete the file to rebuild it (every model scored on it must then be scored again)")
+    return pairs
+
+
 def write_tsv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
     partial = path.with_name(path.name + ".partial")
     partial.write_text("good\tbad\tlanguage\n" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
@@ -196,8 +220,8 @@ def main() -> int:
         p.error(f"--model takes NAME=DIR and --compare CANDIDATE=BASELINE, got {bad}")
 
     def plan_jobs() -> list[Job]:
-        if not (Path(a.output) / "pairs.tsv").is_file() and not a.dry_run:
-            build_pairs(Path(a.shared) / "data" / "xnli", Path(a.output), a.languages, a.pairs_per_language, a.seed)
+        if not a.dry_run:
+            ensure_pairs(Path(a.shared) / "data" / "xnli", Path(a.output), a.languages, a.pairs_per_language, a.seed)
         return plan(a)
 
     return run_study(a, plan_jobs, summarize)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
@@ -70,6 +73,53 @@ def test_budget_curve_plans_and_summarises(tmp_path):
     assert "| gdes MLM loss | 7.00 |" in md
     assert "| gdes generator | 47.0 | 52.5 |" in md and "| gdes generator | 0.0 | 100.0 (p=0.002) |" in md
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "ln 8001 = 9.0 at init" not in md  # no exported config: no vocabulary to state
+    (out / "exports" / "gdes" / "step-0" / "generator").mkdir()
+    (out / "exports" / "gdes" / "step-0" / "generator" / "config.json").write_text(json.dumps({"vocab_size": 8001}))
+    # Fine-tuned: random init (step 0) 3 seeds, gdes at 1M 3 seeds; 20 test pairs each, the pretrained runs get
+    # 15-17 right where random init gets 5-7 (McNemar significant on every one of the 9 pairs).
+    for step, seed, right in ((0, 1, 5), (0, 2, 6), (0, 3, 7), (256, 1, 15), (256, 2, 16), (256, 3, 17)):
+        run = out / "finetune" / "gdes" / f"step-{step}" / f"s{seed}"
+        (run / "eval").mkdir(parents=True)
+        (run / "xnli_summary.json").write_text(json.dumps({"accuracy": {"en": 100 * right / 20}, "avg": 0}))
+        (run / "eval" / "predictions_test.jsonl").write_text("".join(json.dumps(
+            {"language": "en", "index": i, "gold": "entailment",
+             "predicted": "entailment" if i < right else "neutral"}) + "\n" for i in range(20)))
+    done = subprocess.run([sys.executable, str(STUDIES / "budget_curve.py"), "--output", str(out),
+                           "--summary-only"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    finetuned = json.loads((out / "curve.json").read_text())["finetune_xnli_en"]
+    assert finetuned["random init"]["en"] == [25.0, 30.0, 35.0] and finetuned["gdes 1M"]["en"] == [75.0, 80.0, 85.0]
+    diff, se, t = finetuned["gdes 1M"]["welch_vs_random"]
+    assert abs(diff - 50.0) < 1e-9 and abs(se - (2 * 25 / 3) ** 0.5) < 1e-9
+    assert len(finetuned["gdes 1M"]["mcnemar_vs_random"]) == 9
+    md = (out / "curve.md").read_text()
+    assert "ln 8001 = 9.0 at init" in md
+    assert "| random init | 25.0 / 30.0 / 35.0 | 30.0 ± 5.0 |" in md
+    assert ("| gdes 1M | 75.0 / 80.0 / 85.0 | 80.0 ± 5.0 | +50.00 ± 4.08 (t +12.2) | 9 better, 0 worse, 0 n.s. of 9"
+            in md)
+
+
+def test_word_order_pairs_are_reused_only_when_built_the_same_way(tmp_path):
+    sys.path.insert(0, str(STUDIES))
+    from word_order_pairs import ensure_pairs
+
+    xnli = tmp_path / "xnli"
+    xnli.mkdir()
+    rows = "premise\thypothesis\tlabel\n" + "".join(f"p\tThe cat number {i} sat on the mat.\tneutral\n"
+                                                     for i in range(30))
+    with gzip.open(xnli / "xnli.dev.en.tsv.gz", "wt", encoding="utf-8") as f:
+        f.write(rows)
+    out = tmp_path / "pairs"
+    first = ensure_pairs(xnli, out, ["en"], 10, seed=0).read_text()
+    assert first.count("\n") == 11
+    assert ensure_pairs(xnli, out, ["en"], 10, seed=0).read_text() == first  # reused as built
+    with pytest.raises(SystemExit, match=r"pairs.tsv was built with .*'per_language': 10.*asks .*'per_language': 20"):
+        ensure_pairs(xnli, out, ["en"], 20, seed=0)
+    (out / "pairs.json").unlink()  # a file from before pairs.json: its count is read from its rows
+    assert ensure_pairs(xnli, out, ["en"], 10, seed=0).read_text() == first
+    with pytest.raises(SystemExit, match="delete the file to rebuild it"):
+        ensure_pairs(xnli, out, ["en"], 5, seed=0)
 
 
 def test_run_jobs_skips_everything_downstream_of_a_failure(tmp_path):
