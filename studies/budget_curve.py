@@ -193,6 +193,45 @@ def finetune_rows(out: Path) -> dict[str, dict]:
     return rows
 
 
+def crossing(points: list[tuple[int, float, float]]) -> dict | None:
+    """Where the fine-tuned gap to random init reaches 0, extrapolated: a weighted least-squares line of the gap
+    (points: tokens, difference, its standard error over seeds) against log2(tokens), weights 1 / se^2. Its
+    uncertainty is the seed noise carried through the fit (delta method), not the error of assuming a straight
+    line; None with fewer than two budgets or a zero standard error."""
+    if len(points) < 2 or any(se <= 0 for _, _, se in points):
+        return None
+    x = [math.log2(t / 2**20) for t, _, _ in points]
+    w = [1 / se**2 for _, _, se in points]
+    sw, sx = sum(w), sum(wi * xi for wi, xi in zip(w, x))
+    sxx = sum(wi * xi * xi for wi, xi in zip(w, x))
+    sy = sum(wi * d for wi, (_, d, _) in zip(w, points))
+    sxy = sum(wi * xi * d for wi, xi, (_, d, _) in zip(w, x, points))
+    det = sw * sxx - sx * sx
+    if det <= 0:
+        return None
+    slope, intercept = (sw * sxy - sx * sy) / det, (sxx * sy - sx * sxy) / det
+    var_slope, var_intercept, cov = sw / det, sxx / det, -sx / det
+    fit = {"slope_per_doubling": slope, "slope_se": var_slope**0.5, "gap_at_1M": intercept}
+    if slope <= 0:
+        return {**fit, "crossing_tokens": None}  # the gap does not close along this line
+    x0 = -intercept / slope
+    se_x0 = max(0.0, var_intercept + x0 * x0 * var_slope + 2 * x0 * cov) ** 0.5 / slope
+    return {**fit, "crossing_tokens": 2**x0 * 2**20, "crossing_range95": [2 ** (x0 - 1.96 * se_x0) * 2**20,
+                                                                          2 ** (x0 + 1.96 * se_x0) * 2**20]}
+
+
+def extrapolate(rows: dict[str, dict]) -> dict[str, dict]:
+    """Per objective, ``crossing`` over its fine-tuned budgets (the rows ``finetune_rows`` compared with random
+    init)."""
+    points: dict[str, list[tuple[int, float, float]]] = {}
+    for name, row in rows.items():
+        if row.get("welch_vs_random"):
+            diff, se, _ = row["welch_vs_random"]
+            points.setdefault(name.rsplit(" ", 1)[0], []).append((row["tokens"], diff, se))
+    fits = {objective: crossing(p) for objective, p in points.items()}
+    return {objective: fit for objective, fit in fits.items() if fit}
+
+
 def finetune_table(rows: dict[str, dict]) -> list[str]:
     lines = ["| model | XNLI en test per seed | mean ± sd | vs random init: diff ± se (Welch t) | McNemar over the "
              "pretrained x random pairs |", "|---|---|---:|---|---|"]
@@ -246,6 +285,13 @@ def summarize(a: argparse.Namespace) -> None:
     if finetuned:
         md += ["## XNLI-en after fine-tuning on the 18k English NLI pairs (full English test set, 5010 pairs)", "",
                *finetune_table(finetuned), ""]
+        for objective, fit in extrapolate(finetuned).items():
+            md.append(f"{objective}: the gap to random init changes by {fit['slope_per_doubling']:+.2f} ± "
+                      f"{fit['slope_se']:.2f} points per doubling of tokens; " + (
+                          "it does not close along this line" if fit["crossing_tokens"] is None else
+                          f"it reaches 0 at {fit['crossing_tokens'] / 2**20:.3g}M tokens (95%, seed noise only: "
+                          f"{fit['crossing_range95'][0] / 2**20:.3g}-{fit['crossing_range95'][1] / 2**20:.3g}M)"))
+        md.append("")
     md += ["(p: exact sign test against the same model's step 0 on the same pairs)"]
     (out / "curve.md").write_text("\n".join(md) + "\n")
     def by_budget(curves: dict) -> dict:  # JSON keys: the token count as a string
@@ -256,7 +302,7 @@ def summarize(a: argparse.Namespace) -> None:
         {"curves": by_budget(blimp[0]), "ngram5": blimp[2], "word_order": by_budget(word_order[0]),
          "word_order_ngram5": word_order[2], "training_mlm_loss": by_budget(losses),
          "paired_vs_step0": {title: by_budget(paired) for title, (_, paired, _) in panels.items()},
-         "finetune_xnli_en": finetuned}, indent=2))
+         "finetune_xnli_en": finetuned, "finetune_crossing": extrapolate(finetuned)}, indent=2))
     import matplotlib
 
     matplotlib.use("Agg")

@@ -100,6 +100,29 @@ def test_budget_curve_plans_and_summarises(tmp_path):
             in md)
 
 
+def test_budget_curve_extrapolates_where_the_fine_tuning_gap_closes():
+    sys.path.insert(0, str(STUDIES))
+    import numpy as np
+    from budget_curve import crossing
+
+    points = [(2**20, -15.0, 4.0), (2**21, -7.0, 2.0), (2**22, -4.0, 3.0)]
+    fit = crossing(points)
+    # Independent reference: numpy's weighted polyfit (weights 1/se) with its unscaled covariance.
+    (slope, intercept), cov = np.polyfit([0.0, 1.0, 2.0], [d for _, d, _ in points], 1,
+                                         w=[1 / se for *_, se in points], cov="unscaled")
+    assert abs(fit["slope_per_doubling"] - slope) < 1e-9 and abs(fit["gap_at_1M"] - intercept) < 1e-9
+    assert abs(fit["slope_se"] - cov[0, 0] ** 0.5) < 1e-9
+    x0 = -intercept / slope
+    assert abs(fit["crossing_tokens"] - 2**x0 * 2**20) < 1e-3
+    grad = np.array([intercept / slope**2, -1 / slope])  # d x0 / d (slope, intercept)
+    se_x0 = float(np.sqrt(grad @ cov @ grad))
+    low, high = fit["crossing_range95"]
+    assert abs(np.log2(low / 2**20) - (x0 - 1.96 * se_x0)) < 1e-9
+    assert abs(np.log2(high / 2**20) - (x0 + 1.96 * se_x0)) < 1e-9
+    assert crossing([(2**20, -5.0, 1.0), (2**21, -6.0, 1.0)])["crossing_tokens"] is None  # the gap widens
+    assert crossing(points[:1]) is None and crossing([(2**20, -5.0, 0.0), (2**21, -1.0, 1.0)]) is None
+
+
 def test_word_order_pairs_are_reused_only_when_built_the_same_way(tmp_path):
     sys.path.insert(0, str(STUDIES))
     from word_order_pairs import ensure_pairs
